@@ -14,3 +14,11 @@ class UnknownItemError(RetrievalError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else "unknown item"
+
+
+class ModelFitError(RetrievalError, RuntimeError):
+    """Training diverged (a non-finite loss or embedding); lower the learning rate."""
+
+
+class ArtifactMismatchError(RetrievalError, ValueError):
+    """A saved recommender does not fit the catalogue or files it is loaded with; the message names the mismatch."""
