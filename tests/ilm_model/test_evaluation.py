@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import torch
+
+from ilm_model.evaluation import genre_f1, itc_recall_at_k, score_descriptions
+from ilm_model.modeling import ItemLanguageModel
+from ilm_model.objectives import max_query_similarity
+from retrieval.catalogue import Movie
+
+
+def test_genre_f1():
+    assert genre_f1(["Drama", "Crime"], ["Crime", "Drama"]) == 1.0
+    assert genre_f1(["Drama"], ["Crime", "Drama"]) == pytest.approx(2 / 3)
+    assert genre_f1([], ["(no genres listed)"]) == 1.0
+    assert genre_f1(["Horror"], ["Comedy"]) == 0.0
+
+
+def test_score_descriptions():
+    movies = [
+        Movie(item_id=1, title="Heat", year=1995, genres=("Action", "Crime")),
+        Movie(item_id=2, title="Up", year=2009, genres=("Animation",)),
+    ]
+    generated = ["Heat (1995). Genres: Action, Crime", "Cars (2006). Genres: Animation, Comedy"]
+    scores = score_descriptions(generated, movies)
+    assert scores.title_accuracy == 0.5
+    assert scores.genre_f1 == pytest.approx((1.0 + 2 / 3) / 2)
+
+
+@torch.no_grad()
+def test_itc_recall_matches_brute_force_ranking(tiny_config):
+    torch.manual_seed(0)
+    model = ItemLanguageModel.from_config(tiny_config).eval()
+    cf = torch.randn(30, 16)
+    texts = [f"movie number {i}" for i in range(6)]
+    targets = np.array([0, 5, 9, 12, 20, 29])
+    features = model.represent_items(cf).itc_features
+    scores = max_query_similarity(features, model.encode_text(texts)).t()  # [texts, items]
+    for k in (1, 5, 15):
+        expected = np.mean([int(targets[j]) in scores[j].argsort(descending=True)[:k].tolist() for j in range(6)])
+        assert itc_recall_at_k(model, texts, targets, features, k, batch_size=4) == pytest.approx(expected)
+    assert itc_recall_at_k(model, texts, targets, features, 30) == 1.0

@@ -1,0 +1,62 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ilm_model.modeling import ItemLanguageModel
+from ilm_model.soft_tokens import SoftTokenTable
+from ilm_model.train import heldout_split, train_ilm
+
+
+def test_heldout_split_is_disjoint_and_capped():
+    train, heldout = heldout_split(40, 300, seed=0)
+    assert len(heldout) == 8  # at most a fifth
+    assert not set(train) & set(heldout) and len(train) + len(heldout) == 40
+
+
+def test_train_ilm_end_to_end(tiny_config, tiny_llm, catalogue, cf_embeddings, tmp_path):
+    llm, tok = tiny_llm
+    llm_before = {k: v.clone() for k, v in llm.state_dict().items()}
+    result = train_ilm(catalogue, cf_embeddings, llm, tok, tiny_config, progress=False)
+    assert all(torch.equal(v, llm.state_dict()[k]) for k, v in llm_before.items())
+
+    assert np.array_equal(result.soft_tokens.item_ids, catalogue.ids)
+    assert result.soft_tokens.tokens.shape == (40, 4, 256)
+    with torch.no_grad():
+        expected = result.model.soft_tokens(torch.from_numpy(cf_embeddings[:1]))
+    torch.testing.assert_close(result.soft_tokens.lookup([catalogue.ids[0]]), expected)
+
+    m = result.metrics
+    for key in (
+        "itc_recall@10_heldout", "itc_recall@10_heldout_after_phase1", "itc_recall@10_chance",
+        "title_accuracy_trained", "genre_f1_trained", "title_accuracy_heldout", "genre_f1_heldout",
+        "phase1_seconds", "phase2_seconds", "total_seconds",
+    ):
+        assert key in m, key
+    assert 0 <= m["itc_recall@10_heldout"] <= 1 and m["itc_recall@10_chance"] == pytest.approx(10 / 40)
+    assert m["n_heldout"] == 8
+    assert len(result.history.phase("phase1")) == 4 and len(result.history.phase("phase2")) == 3
+    assert {e["split"] for e in result.examples} == {"trained", "heldout"}
+    heldout_ids = {e["item_id"] for e in result.examples if e["split"] == "heldout"}
+    trained_ids = {e["item_id"] for e in result.examples if e["split"] == "trained"}
+    assert not heldout_ids & trained_ids
+
+    result.save(tmp_path / "ilm")
+    names = {p.name for p in (tmp_path / "ilm").iterdir()}
+    assert names == {"model", "soft_tokens.safetensors", "history.json", "loss_curves.png", "metrics.json"}
+    assert (tmp_path / "ilm" / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "ilm" / "metrics.json").read_text())["metrics"] == pytest.approx(m)
+    reloaded = ItemLanguageModel.from_pretrained(tmp_path / "ilm" / "model", llm_hidden_size=256)
+    table = SoftTokenTable.load(tmp_path / "ilm" / "soft_tokens.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.soft_tokens(torch.from_numpy(cf_embeddings[:1])), table.lookup([10]))
+
+
+def test_train_ilm_checks_alignment(tiny_config, tiny_llm, catalogue, cf_embeddings):
+    llm, tok = tiny_llm
+    with pytest.raises(ValueError, match="n_items=40"):
+        train_ilm(catalogue, cf_embeddings[:10], llm, tok, tiny_config, progress=False)
+    wrong = tiny_config.model_copy(update={"llm_hidden_size": 999})
+    with pytest.raises(ValueError, match="llm_hidden_size"):
+        train_ilm(catalogue, cf_embeddings, llm, tok, wrong, progress=False)
