@@ -1,0 +1,1 @@
+"""Serving tier: title linking, dialogue state, candidate ranking, soft-token prompts, LLM engines, OpenAI API."""

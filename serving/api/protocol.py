@@ -1,0 +1,198 @@
+"""OpenAI chat-completions wire models, with ilmrec's extras.
+
+Extras: a request may carry `session_id` (or the `X-Session-Id` header) to continue a stored conversation;
+responses carry `session_id` and `recommendations` (catalogue ids with titles and reasons), the final stream
+chunk included. Requests are capped in size; unknown request fields are ignored and logged, as vLLM does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serving.engines.base import MAX_STOP_STRINGS, MAX_TOKENS_CAP, FinishReason, SamplingParams
+from serving.session_store import SESSION_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 64
+MAX_CONTENT_CHARS = 4000
+
+
+class TextPart(BaseModel):
+    """A text content part (`{"type": "text", "text": ...}`); the only kind this server reads."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One chat message. Content may be a string or a list of text parts; it is kept as one string."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str = Field(max_length=MAX_CONTENT_CHARS)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _join_text_parts(cls, content: Any) -> Any:
+        if isinstance(content, list):
+            return "".join(TextPart.model_validate(part).text for part in content)
+        return content
+
+
+class Recommendation(BaseModel):
+    """One recommended movie, grounded in the catalogue."""
+
+    item_id: int = Field(description="Catalogue id (MovieLens movieId).")
+    title: str
+    year: int | None = None
+    genres: list[str] = Field(default_factory=list)
+    reason: str = Field(description="One line on why, from metadata: shared genres, the mood or a constraint.")
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """`POST /v1/chat/completions` body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n != 1:
+            raise ValueError("only n=1 is supported")
+        return n
+
+    @field_validator("stop")
+    @classmethod
+    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed")
+        return stop
+
+    @model_validator(mode="after")
+    def _log_ignored_fields(self) -> ChatCompletionRequest:
+        if self.model_extra:
+            log.info("ignoring unsupported request fields: %s", sorted(self.model_extra))
+        return self
+
+    def to_sampling_params(self) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        given = {
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": tuple(stop),
+        }
+        return SamplingParams(**{k: v for k, v in given.items() if v is not None})
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReason
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str = Field(default_factory=completion_id)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[Choice]
+    usage: UsageInfo
+    session_id: str
+    recommendations: list[Recommendation]
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: FinishReason | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event. `recommendations` is set on the chunk that carries `finish_reason`."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: UsageInfo | None = None
+    session_id: str
+    recommendations: list[Recommendation] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "ilmrec"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body; `status_code` is the HTTP status and is not serialised."""
+
+    error: ErrorInfo
+    status_code: int = Field(500, exclude=True)

@@ -1,0 +1,55 @@
+"""Thin routes: fetch the handler from `app.state`, call it, return JSON or SSE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from serving.api.protocol import ChatCompletionRequest, ModelList
+from serving.api.serving import OpenAIServingChat, SSEStream
+from serving.errors import EngineUnavailableError
+from serving.session_store import SESSION_ID_PATTERN
+
+router = APIRouter()
+
+
+def _handler(request: Request) -> OpenAIServingChat:
+    return request.app.state.openai_serving_chat
+
+
+@router.post("/v1/chat/completions", response_model=None)
+def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    x_session_id: Annotated[str | None, Header(pattern=SESSION_ID_PATTERN)] = None,
+) -> JSONResponse | StreamingResponse:
+    result = _handler(request).create_chat_completion(body, x_session_id)
+    headers = {"X-Session-Id": result.session_id}
+    if isinstance(result, SSEStream):
+        return StreamingResponse(_drain(result), media_type="text/event-stream", headers=headers)
+    return JSONResponse(result.model_dump(mode="json"), headers=headers)
+
+
+async def _drain(events: SSEStream) -> AsyncIterator[str]:
+    """Run the blocking stream in the thread pool; close it if the client goes away (frees the engine)."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        events.close()
+
+
+@router.get("/v1/models")
+def list_models(request: Request) -> ModelList:
+    return _handler(request).list_models()
+
+
+@router.get("/health")
+def health(request: Request) -> dict[str, str]:
+    if not _handler(request).health():
+        raise EngineUnavailableError("the LLM engine is not available")
+    return {"status": "ok"}

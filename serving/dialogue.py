@@ -1,0 +1,431 @@
+"""Dialogue state: what the person likes, dislikes and wants, read turn by turn from what they write.
+
+`update_state` reads one user message: linked movie mentions with their sentiment, genre constraints, a mood
+and a year range. Constraints accumulate over turns; a later statement overrides an earlier contradiction
+("no horror" after "a horror movie" drops Horror from the wanted genres). `candidates` turns the state into
+catalogue ids: fold-in retrieval, hard filters, then soft boosts.
+
+Rules (on normalised words; movie mentions are masked out first, so "Love Actually" says nothing about love):
+- A clause ends at . , ; : ! ? or "but", "however", "though", "although", "whereas" ("anything but" is a
+  negator instead).
+- Sentiment of a mention: the nearest sentiment word in its clause decides, looking back first, then ahead
+  ("I hated Toy Story and Finding Nemo": both disliked; "Toy Story was boring": disliked). A negator up to
+  three words before a sentiment word flips it ("didn't like", "not a fan of", "not bad"; "can't stand"
+  stays negative).
+  No sentiment word at all means liked: people mostly name movies they want more of.
+- A genre word is excluded when a negator ("not", "no", "without", "nothing", "avoid", "except", "less",
+  "don't", "hate", ...) is up to four words before it in its clause, otherwise included.
+- Mood words: "darker", "grittier", "scarier", "serious", ... -> darker; "lighter", "funnier", "happier",
+  "feel-good", ... -> lighter; negated ("not too dark") -> the opposite mood.
+- Years: "after 2000" (2001-), "since 2000" (2000-), "before 1990" (-1989), "until 1990" (-1990),
+  "between 1990 and 2000", a decade ("from the 90s", "1980s", "the nineties"). A new bound replaces the same
+  bound; a bound that contradicts the other one drops it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrieval.catalogue import Catalogue, Movie
+from retrieval.recommender import Recommender
+from serving.config import RankingConfig
+from serving.linking import Mention, TitleLinker, normalise, tokenise
+
+STATE_VERSION = 1
+
+Mood = Literal["darker", "lighter"]
+
+MOOD_GENRES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # mood: (genres it prefers, genres it pushes away)
+    "darker": (
+        frozenset({"Thriller", "Crime", "Horror", "Mystery", "Film-Noir", "War"}),
+        frozenset({"Children", "Animation", "Comedy"}),
+    ),
+    "lighter": (
+        frozenset({"Children", "Animation", "Comedy"}),
+        frozenset({"Thriller", "Crime", "Horror", "Mystery", "Film-Noir", "War"}),
+    ),
+}
+
+GENRE_WORDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    **{(w,): ("Action",) for w in ("action",)},
+    **{(w,): ("Adventure",) for w in ("adventure", "adventures", "adventurous")},
+    **{(w,): ("Animation",) for w in ("animated", "animation", "cartoon", "cartoons", "anime", "pixar")},
+    **{(w,): ("Children",) for w in ("kids", "kid", "children", "childrens", "family")},
+    **{(w,): ("Comedy",) for w in ("comedy", "comedies", "comedic", "funny", "hilarious")},
+    **{(w,): ("Crime",) for w in ("crime", "gangster", "gangsters", "mafia", "mob", "heist", "heists")},
+    **{(w,): ("Documentary",) for w in ("documentary", "documentaries")},
+    **{(w,): ("Drama",) for w in ("drama", "dramas", "dramatic")},
+    **{(w,): ("Fantasy",) for w in ("fantasy", "magical")},
+    **{(w,): ("Film-Noir",) for w in ("noir",)},
+    **{(w,): ("Horror",) for w in ("horror", "horrors", "scary", "spooky", "slasher", "slashers")},
+    **{(w,): ("Musical",) for w in ("musical", "musicals")},
+    **{(w,): ("Mystery",) for w in ("mystery", "mysteries", "whodunit", "whodunnit")},
+    **{(w,): ("Romance",) for w in ("romance", "romances", "romantic")},
+    **{(w,): ("Romance", "Comedy") for w in ("romcom", "romcoms")},
+    **{(w,): ("Sci-Fi",) for w in ("scifi",)},
+    **{(w,): ("Thriller",) for w in ("thriller", "thrillers", "suspense", "suspenseful")},
+    **{(w,): ("War",) for w in ("war",)},
+    **{(w,): ("Western",) for w in ("western", "westerns")},
+    **{(w,): ("IMAX",) for w in ("imax",)},
+    ("sci", "fi"): ("Sci-Fi",),
+    ("science", "fiction"): ("Sci-Fi",),
+    ("film", "noir"): ("Film-Noir",),
+    ("rom", "com"): ("Romance", "Comedy"),
+    ("rom", "coms"): ("Romance", "Comedy"),
+    ("love", "story"): ("Romance",),
+    ("love", "stories"): ("Romance",),
+}
+MOOD_WORDS: dict[tuple[str, ...], Mood] = {
+    **{(w,): "darker" for w in (
+        "dark", "darker", "darkest", "grim", "grimmer", "gritty", "grittier", "bleak", "bleaker", "serious",
+        "intense", "edgy", "edgier", "disturbing", "scarier", "creepier", "creepy", "sinister", "heavier",
+    )},
+    **{(w,): "lighter" for w in (
+        "light", "lighter", "funnier", "fun", "happy", "happier", "cheerful", "uplifting", "lighthearted",
+        "wholesome", "upbeat", "heartwarming", "silly", "sillier", "feelgood",
+    )},
+    ("feel", "good"): "lighter",
+    ("light", "hearted"): "lighter",
+}
+NEGATORS = frozenset(
+    "not no without nothing never avoid except non nor neither less skip isnt wasnt arent dont doesnt didnt "
+    "cant cannot couldnt wont wouldnt hate hated hates dislike disliked sick tired enough".split()
+)
+POSITIVE = frozenset(
+    "loved love loves liked like likes enjoyed enjoy adore adored great fan favorite favourite amazing awesome "
+    "fantastic brilliant good best beautiful".split()
+)
+NEGATIVE = frozenset(
+    "hated hate hates disliked dislike despise despised loathe loathed terrible awful boring bad sucked sucks "
+    "overrated worst disappointing annoying bored meh stand".split()
+)
+NEGATION_PROOF = frozenset({"stand"})  # "can't stand": the negator is part of the phrase, never a flip
+CLAUSE_WORDS = frozenset({"but", "however", "though", "although", "whereas"})
+_CLAUSE_PUNCT = re.compile(r"[.,;:!?\n]")
+NEGATION_WINDOW_GENRE = 4
+NEGATION_WINDOW_SENTIMENT = 3
+
+_DECADE_WORDS = {
+    "twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
+    "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
+}
+_YEAR_OR_DECADE = r"(?:(?:the\s+)?(?:'?(\d\d)'?s|(\d{4})'?s|(\d{4}))|(?:the\s+)?(" + "|".join(_DECADE_WORDS) + "))"
+_AFTER = re.compile(r"\b(after|since|post|newer than)\s+" + _YEAR_OR_DECADE, re.I)
+_BEFORE = re.compile(r"\b(before|until|till|pre|prior to|older than)\s+" + _YEAR_OR_DECADE, re.I)
+_BETWEEN = re.compile(r"\bbetween\s+(\d{4})\s+and\s+(\d{4})\b", re.I)
+_DECADE = re.compile(
+    r"(?<![\w'])(?:'?(\d\d)'?s|(\d{4})'?s|(" + "|".join(_DECADE_WORDS) + r"))\b", re.I
+)
+
+
+class DialogueState(BaseModel):
+    """Everything the recommender needs to know about one conversation. Catalogue ids throughout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = Field(STATE_VERSION, description="Schema version; bump on incompatible changes.")
+    turn: int = Field(0, ge=0, description="User messages read so far.")
+    liked: list[int] = Field(default_factory=list, description="Mentioned with positive or no sentiment.")
+    disliked: list[int] = Field(default_factory=list, description="Mentioned with negative sentiment.")
+    mentioned: list[int] = Field(default_factory=list, description="Every movie the user named, in order.")
+    include_genres: list[str] = Field(default_factory=list, description="Genres asked for (soft boost).")
+    exclude_genres: list[str] = Field(default_factory=list, description="Genres ruled out (hard filter).")
+    mood: Mood | None = Field(None, description="Preferred tone (soft boost and push-away).")
+    year_min: int | None = Field(None, description="Earliest release year wanted (inclusive).")
+    year_max: int | None = Field(None, description="Latest release year wanted (inclusive).")
+    recommended: list[int] = Field(default_factory=list, description="Everything already recommended.")
+
+
+def update_state(state: DialogueState, user_text: str, linker: TitleLinker, catalogue: Catalogue) -> DialogueState:
+    """The state after reading one more user message (the input state is not modified)."""
+    mentions = linker.find(user_text)
+    liked, disliked, mentioned = list(state.liked), list(state.disliked), list(state.mentioned)
+    for mention, positive in zip(mentions, mention_sentiments(user_text, mentions)):
+        _move(mention.item_id, to=liked if positive else disliked, away=disliked if positive else liked)
+        if mention.item_id not in mentioned:
+            mentioned.append(mention.item_id)
+
+    masked = _mask(user_text, mentions)
+    include, exclude, mood = list(state.include_genres), list(state.exclude_genres), state.mood
+    known = catalogue.genres()
+    for genres, wanted in genre_statements(masked):
+        for genre in filter(None, (_resolve_genre(g, known) for g in genres)):
+            _move(genre, to=include if wanted else exclude, away=exclude if wanted else include)
+    mood = mood_statement(masked) or mood
+    year_min, year_max = year_bounds(masked, state.year_min, state.year_max)
+    return state.model_copy(
+        update=dict(
+            turn=state.turn + 1, liked=liked, disliked=disliked, mentioned=mentioned, include_genres=include,
+            exclude_genres=exclude, mood=mood, year_min=year_min, year_max=year_max,
+        )
+    )
+
+
+def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[bool]:
+    """For each mention, True (liked) or False (disliked); see the module docstring."""
+    words, clauses, owner = _words(text, mentions)
+    result = []
+    for index, mention in enumerate(mentions):
+        positions = [i for i, o in enumerate(owner) if o == index]
+        if not positions:
+            result.append(True)
+            continue
+        first, last = positions[0], positions[-1]
+        clause = clauses[first]
+        behind = [i for i in range(first - 1, -1, -1) if clauses[i] == clause and owner[i] is None]
+        ahead = [i for i in range(last + 1, len(words)) if clauses[i] == clause and owner[i] is None]
+        verdict = _sentiment(words, clauses, behind) if behind else None
+        if verdict is None and ahead:
+            verdict = _sentiment(words, clauses, ahead)
+        result.append(True if verdict is None else verdict)
+    return result
+
+
+def genre_statements(text: str) -> list[tuple[tuple[str, ...], bool]]:
+    """(genres, wanted) for each genre phrase in order; wanted is False when negated."""
+    words, clauses, _ = _words(text, ())
+    found = []
+    for start, end, genres in _phrases(words, GENRE_WORDS):
+        found.append((genres, not _negated(words, clauses, start, NEGATION_WINDOW_GENRE)))
+    return found
+
+
+def mood_statement(text: str) -> Mood | None:
+    """The last mood expressed in `text` (negation flips it), or None."""
+    words, clauses, _ = _words(text, ())
+    mood: Mood | None = None
+    for start, _, said in _phrases(words, MOOD_WORDS):
+        negated = _negated(words, clauses, start, NEGATION_WINDOW_GENRE)
+        mood = ("lighter" if said == "darker" else "darker") if negated else said
+    return mood
+
+
+def year_bounds(text: str, year_min: int | None, year_max: int | None) -> tuple[int | None, int | None]:
+    """Update (year_min, year_max) with the year constraints stated in `text`, in order."""
+    events: list[tuple[int, int | None, int | None]] = []  # (position, new min, new max)
+    spans: list[tuple[int, int]] = []
+    for match in _BETWEEN.finditer(text):
+        low, high = sorted((int(match[1]), int(match[2])))
+        events.append((match.start(), low, high))
+        spans.append(match.span())
+    for pattern, is_after in ((_AFTER, True), (_BEFORE, False)):
+        for match in pattern.finditer(text):
+            if any(a <= match.start() < b for a, b in spans):
+                continue
+            cue = match[1].lower()
+            first, decade = _year_of(match[2], match[3], match[4], match[5])
+            last = first + 9 if decade else first
+            if is_after:
+                events.append((match.start(), last + 1 if cue in ("after", "post", "newer than") else first, None))
+            else:
+                events.append((match.start(), None, first - 1 if cue in ("before", "pre", "prior to", "older than")
+                               else last))
+            spans.append(match.span())
+    for match in _DECADE.finditer(text):
+        if any(a <= match.start() < b for a, b in spans):
+            continue
+        first, _ = _year_of(match[1], match[2], None, match[3])
+        events.append((match.start(), first, first + 9))
+    for _, low, high in sorted(events, key=lambda e: e[0]):
+        if low is not None and high is not None:
+            year_min, year_max = low, high
+        elif low is not None:
+            year_min = low
+            year_max = year_max if year_max is None or year_max >= low else None
+        elif high is not None:
+            year_max = high
+            year_min = year_min if year_min is None or year_min <= high else None
+    return year_min, year_max
+
+
+def year_range_text(state: DialogueState) -> str:
+    """The wanted years in words: "1990-1999", "1996 or later", "1989 or earlier"."""
+    if state.year_min and state.year_max:
+        return f"{state.year_min}-{state.year_max}"
+    return f"{state.year_min} or later" if state.year_min else f"{state.year_max} or earlier"
+
+
+def candidates(
+    state: DialogueState,
+    recommender: Recommender,
+    catalogue: Catalogue,
+    k: int,
+    *,
+    popularity: np.ndarray | None = None,
+    config: RankingConfig | None = None,
+) -> list[int]:
+    """Up to `k` catalogue ids to recommend next, best first.
+
+    With liked items: `recommender.recommend` folds in liked (+1) and disliked (`config.disliked_weight`)
+    items, excluding everything mentioned or recommended, over-fetching `config.pool`. Without: popularity
+    (`[n_items]`, catalogue rows; catalogue order when None) with a genre-diversity penalty. Either way, hard
+    filters (excluded genres, year range, already seen) come before soft boosts (requested genres, mood).
+    Popular items fill up when the personalised pool runs dry. Never returns an id outside the catalogue.
+    """
+    config = config or RankingConfig()
+    popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
+    seen = set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
+    by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
+
+    pool: list[int] = []
+    if state.liked:
+        items = [*state.liked, *state.disliked]
+        weights = [1.0] * len(state.liked) + [config.disliked_weight] * len(state.disliked)
+        n = min(config.pool, len(catalogue) - sum(1 for i in seen if i in catalogue))
+        if n > 0:
+            ids, _ = recommender.recommend(items, k=n, exclude=sorted(seen), weights=weights)
+            pool = [int(i) for i in ids if int(i) in catalogue]
+    personalised = set(pool)
+    pool += [i for i in by_popularity if i not in personalised]
+
+    allowed = [i for i in dict.fromkeys(pool) if i not in seen and _passes(catalogue[i], state)]
+    if not allowed:
+        return []
+    base = {item: 1.0 - rank / len(allowed) for rank, item in enumerate(allowed)}
+    scores = {item: base[item] + _boost(catalogue[item], state, config) for item in allowed}
+    if state.liked:  # personalised items keep precedence over the popularity fill-up
+        return sorted(allowed, key=lambda i: (i not in personalised, -scores[i]))[:k]
+    return _diverse(allowed, scores, catalogue, k, config.diversity)
+
+
+def _passes(movie: Movie, state: DialogueState) -> bool:
+    """Hard filters: no excluded genre, inside the year range (an unknown year fails a stated range)."""
+    if set(movie.genres) & set(state.exclude_genres):
+        return False
+    if state.year_min is not None and (movie.year is None or movie.year < state.year_min):
+        return False
+    if state.year_max is not None and (movie.year is None or movie.year > state.year_max):
+        return False
+    return True
+
+
+def _boost(movie: Movie, state: DialogueState, config: RankingConfig) -> float:
+    genres = set(movie.genres)
+    boost = config.include_boost if genres & set(state.include_genres) else 0.0
+    if state.mood is not None:
+        prefer, push = MOOD_GENRES[state.mood]
+        boost += config.mood_boost * (bool(genres & prefer) - bool(genres & push))
+    return boost
+
+
+def _diverse(items: list[int], scores: dict[int, float], catalogue: Catalogue, k: int, penalty: float) -> list[int]:
+    """Greedy: the best score minus `penalty` x the largest genre Jaccard overlap with an earlier pick."""
+    chosen: list[int] = []
+    remaining = sorted(items, key=lambda i: -scores[i])
+    while remaining and len(chosen) < k:
+        def adjusted(item: int) -> float:
+            genres = set(catalogue[item].genres)
+            overlap = max((_jaccard(genres, set(catalogue[c].genres)) for c in chosen), default=0.0)
+            return scores[item] - penalty * overlap
+
+        best = max(remaining, key=adjusted)
+        chosen.append(best)
+        remaining.remove(best)
+    return chosen
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def _move(value: object, *, to: list, away: list) -> None:
+    """Put `value` in `to` (once) and take it out of `away`: a later statement wins."""
+    if value in away:
+        away.remove(value)
+    if value not in to:
+        to.append(value)
+
+
+def _mask(text: str, mentions: Iterable[Mention]) -> str:
+    """`text` with each mention replaced by commas (a clause break of the same length)."""
+    chars = list(text)
+    for m in mentions:
+        chars[m.start : m.end] = "," * (m.end - m.start)
+    return "".join(chars)
+
+
+def _words(text: str, mentions: Sequence[Mention]) -> tuple[list[str], list[int], list[int | None]]:
+    """Normalised words, the clause number of each, and which mention (index) each belongs to."""
+    words: list[str] = []
+    clauses: list[int] = []
+    owner: list[int | None] = []
+    clause, previous_end = 0, 0
+    for token in tokenise(text):
+        word = token.norm
+        if word == "but" and words and words[-1] in ("anything", "everything"):
+            word = "except"  # "anything but horror" rules horror out rather than starting a new clause
+        elif _CLAUSE_PUNCT.search(text[previous_end : token.start]) or word in CLAUSE_WORDS:
+            clause += 1
+        previous_end = token.end
+        words.append(word)
+        clauses.append(clause)
+        owner.append(next((i for i, m in enumerate(mentions) if m.start <= token.start < m.end), None))
+    # words inside one mention never split its clause ("Monsters, Inc.")
+    for index in set(o for o in owner if o is not None):
+        positions = [i for i, o in enumerate(owner) if o == index]
+        for i in positions:
+            clauses[i] = clauses[positions[0]]
+    return words, clauses, owner
+
+
+def _sentiment(words: list[str], clauses: list[int], positions: list[int]) -> bool | None:
+    """The verdict of the first sentiment word among `positions` (in that order), negation applied."""
+    for i in positions:
+        if words[i] in NEGATIVE:
+            return words[i] not in NEGATION_PROOF and _negated(words, clauses, i, NEGATION_WINDOW_SENTIMENT)
+        if words[i] in POSITIVE:
+            return not _negated(words, clauses, i, NEGATION_WINDOW_SENTIMENT)
+    return None
+
+
+def _negated(words: list[str], clauses: list[int], index: int, window: int) -> bool:
+    """A negator within `window` words before `index`, in the same clause."""
+    return any(
+        words[j] in NEGATORS and clauses[j] == clauses[index] for j in range(max(0, index - window), index)
+    )
+
+
+def _phrases(words: list[str], lexicon: dict[tuple[str, ...], object]) -> list[tuple[int, int, object]]:
+    """Non-overlapping lexicon phrases in `words`, longest first at each position: (start, end, value)."""
+    longest = max(len(k) for k in lexicon)
+    found, i = [], 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            value = lexicon.get(tuple(words[i : i + n]))
+            if value is not None:
+                found.append((i, i + n, value))
+                i += n
+                break
+        else:
+            i += 1
+    return found
+
+
+def _resolve_genre(name: str, known: Sequence[str]) -> str | None:
+    """The catalogue's spelling of a genre ("Children" may be "Children's"), or None when absent."""
+    if name in known:
+        return name
+    key = normalise(re.sub(r"[^\w]", "", name))
+    for genre in known:
+        other = normalise(re.sub(r"[^\w]", "", genre))
+        if other == key or other.startswith(key) or key.startswith(other):
+            return genre
+    return None
+
+
+def _year_of(two_digit: str | None, decade4: str | None, year: str | None, word: str | None) -> tuple[int, bool]:
+    """(first year, is a decade) from one of the alternatives of `_YEAR_OR_DECADE`."""
+    if word:
+        return _DECADE_WORDS[word.lower()], True
+    if two_digit:
+        value = int(two_digit)
+        return (1900 + value if value >= 30 else 2000 + value), True
+    if decade4:
+        return int(decade4), True
+    return int(year), False

@@ -1,0 +1,303 @@
+"""Find the catalogue movies a person mentions in free text.
+
+Every catalogue title gives a few *aliases* (normalised word sequences): the title as written, with
+MovieLens's moved article put back in front ("Lion King, The" -> "the lion king") and without it ("lion
+king"), each alternate title in parentheses ("Se7en (a.k.a. Seven)" -> "se7en", "seven"), and the part before
+a colon ("Terminator 2: Judgment Day" -> "terminator 2"). Normalising lower-cases, strips accents and
+apostrophes and keeps letters and digits, so "Amélie" == "amelie" and "Schindler's" == "schindlers".
+
+Matching runs over word n-grams of the message: an exact alias look-up first, then rapidfuzz `ratio` against
+aliases with the same number of words (and the same first letter) for typos ("toy stroy"). Overlapping
+matches are resolved by preferring exact matches, then longer ones, then higher similarity; when several
+movies share the alias, a year written right after it ("Heat (1995)", "heat 1995") decides, then popularity.
+
+**False positives on everyday words.** An alias whose core (after a leading article) is a single alphabetic
+word, such as "Up", "Heat", "Alien" or "(The) Shining", is *weak*: it is accepted only with a clear signal:
+  1. it is quoted or emphasised: "Up", 'Up', *Up*;
+  2. it is capitalised and not the first word of a sentence: "I loved Heat";
+  3. a year follows it: "heat (1995)";
+  4. the message is nothing but the title plus filler: "up", "what about heat?", "I loved memento!";
+  5. a preference cue comes right before it ("loved", "watched", "the movie", ...) and the clause ends or
+     goes on with a connective right after it: "i loved memento because ...", but not "i watched seven movies";
+  6. it is listed next to an accepted mention: "Toy Story, heat and memento".
+Rule 4's filler includes plain verdicts ("was great", "is boring"), so "Memento was great" links.
+Weak aliases never match fuzzily. So "set up a movie night" links nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from rapidfuzz import fuzz, process
+
+from retrieval.catalogue import Catalogue
+
+ARTICLES = frozenset("the a an le la les l il el los las der die das un une".split())
+_MOVED_ARTICLE = re.compile(
+    r"^(?P<body>.+), (?P<article>The|A|An|Le|La|Les|L'|Il|El|Los|Las|Der|Die|Das|Un|Une)$", re.I
+)
+_TRAILING_PARENS = re.compile(r"\s*\(([^()]*)\)\s*$")
+_AKA = re.compile(r"^(a\.k\.a\.|aka)\s+", re.I)
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&")
+_YEAR = re.compile(r"^\s*(?:\(\s*((?:18|19|20)\d\d)\s*\)|((?:18|19|20)\d\d)\b)")
+_SENTENCE_END = re.compile(r"[.!?;:\n]\s*$")
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "*": "*", "_": "_", "«": "»"}
+
+FILLER = frozenset(
+    "i im ive we you me my a the and or also too what about how really so very much loved love liked like "
+    "enjoyed enjoy adore adored watched saw seen hated hate disliked dislike did didnt do dont not fan of was "
+    "is it movie film please thanks maybe great good amazing awesome fantastic brilliant favorite favourite best "
+    "terrible awful boring bad worst overrated".split()
+)
+CUES = frozenset(
+    "loved love liked like enjoyed enjoy adore adored watched watch saw seen rewatched hated hate disliked "
+    "dislike movie film called titled recommend".split()
+)
+FOLLOWERS = frozenset(
+    "and or but because since so too as a very really lot though also more most better the it was is when with "
+    "which from in on at last yesterday again twice".split()
+)
+CONNECTORS = frozenset({"and", "or", "plus", "also", "as", "well", "&", "then"})
+
+MIN_FUZZY_CHARS = 8
+"""Aliases shorter than this (in characters) only match exactly: short strings are too easy to hit by chance."""
+
+
+class Mention(BaseModel):
+    """A movie mentioned in a message: catalogue id, the text as written, its span `[start, end)`, match score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: int
+    surface: str
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    score: float = Field(ge=0.0, le=1.0, description="1 for an exact alias, else rapidfuzz ratio / 100.")
+
+
+@dataclass(frozen=True)
+class _Token:
+    norm: str
+    start: int
+    end: int
+    raw: str
+
+
+@dataclass(frozen=True)
+class _Alias:
+    row: int
+    rank: int  # 0 = a full title, 1 = the part before a colon
+
+
+@dataclass
+class _Candidate:
+    first: int  # token span [first, last)
+    last: int
+    key: tuple[str, ...]
+    score: float
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first
+
+
+def normalise(word: str) -> str:
+    """Lower-case, strip accents and apostrophes: "Amélie's" -> "amelies"; "&" -> "and"."""
+    if word == "&":
+        return "and"
+    decomposed = unicodedata.normalize("NFKD", word.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’")
+
+
+def tokenise(text: str) -> list[_Token]:
+    """Words of `text` with their character spans."""
+    return [_Token(normalise(m.group()), m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+
+
+def title_names(title: str) -> list[str]:
+    """The names a MovieLens title goes by, articles moved back in front.
+
+    "Amelie (Fabuleux destin d'Amélie Poulain, Le)" -> ["Amelie", "Le Fabuleux destin d'Amélie Poulain"].
+    """
+    alternates: list[str] = []
+    while (match := _TRAILING_PARENS.search(title)) and match.start() > 0:
+        alternate = _AKA.sub("", match.group(1).strip())
+        if not alternate.isdigit():  # "(1995)" left in a title is a year, not a name
+            alternates.insert(0, alternate)
+        title = title[: match.start()]
+    names = []
+    for name in [title, *alternates]:
+        moved = _MOVED_ARTICLE.match(name.strip())
+        if moved:
+            article = moved["article"]
+            name = f"{article}{'' if article.endswith(chr(39)) else ' '}{moved['body']}"
+        if name.strip():
+            names.append(name.strip())
+    return names
+
+
+class TitleLinker:
+    """Links movie mentions in text to catalogue ids (see the module docstring for the rules).
+
+    `popularity`: `[n_items]`, aligned with catalogue rows (e.g. rating counts); breaks ties between movies
+    that share a name. Without it, ties go to the earlier catalogue row.
+    """
+
+    def __init__(self, catalogue: Catalogue, popularity: Sequence[float] | np.ndarray | None = None,
+                 fuzzy_cutoff: float = 85.0):
+        self.catalogue = catalogue
+        if popularity is None:
+            popularity = np.zeros(len(catalogue))
+        self.popularity = np.asarray(popularity, dtype=np.float64)
+        if self.popularity.shape != (len(catalogue),):
+            raise ValueError(
+                f"popularity must have one value per catalogue row ({len(catalogue)}), got {self.popularity.shape}"
+            )
+        self.fuzzy_cutoff = fuzzy_cutoff
+        self._aliases: dict[tuple[str, ...], list[_Alias]] = defaultdict(list)
+        for row, movie in enumerate(catalogue):
+            for key, rank in _alias_keys(movie.title):
+                self._aliases[key].append(_Alias(row, rank))
+        self._max_words = max((len(k) for k in self._aliases), default=0)
+        # fuzzy choices bucketed by (word count, first letter): a typo rarely hits the first letter
+        self._fuzzy: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for key in self._aliases:
+            joined = " ".join(key)
+            if len(joined) >= MIN_FUZZY_CHARS and not _is_weak(key):
+                self._fuzzy[(len(key), joined[0])].append(joined)
+
+    def find(self, text: str) -> list[Mention]:
+        """Mentions in `text`, in order of appearance, non-overlapping."""
+        tokens = tokenise(text)
+        candidates = self._candidates(tokens)
+        candidates.sort(key=lambda c: (c.score == 1.0, c.length, c.score), reverse=True)
+        chosen: list[_Candidate] = []
+        taken = np.zeros(len(tokens), dtype=bool)
+        weak_pending: list[_Candidate] = []
+        for cand in candidates:
+            if taken[cand.first : cand.last].any():
+                continue
+            if _is_weak(cand.key) and not _has_signal(text, tokens, cand):
+                weak_pending.append(cand)
+                continue
+            chosen.append(cand)
+            taken[cand.first : cand.last] = True
+        changed = True
+        while changed:  # rule 6: weak titles listed next to accepted ones
+            changed = False
+            for cand in list(weak_pending):
+                if not taken[cand.first : cand.last].any() and _listed_next_to(tokens, cand, chosen):
+                    chosen.append(cand)
+                    taken[cand.first : cand.last] = True
+                    weak_pending.remove(cand)
+                    changed = True
+        chosen.sort(key=lambda c: c.first)
+        return [self._mention(text, tokens, cand) for cand in chosen]
+
+    def _candidates(self, tokens: list[_Token]) -> list[_Candidate]:
+        norms = [t.norm for t in tokens]
+        found: list[_Candidate] = []
+        exact_spans: set[tuple[int, int]] = set()
+        for first in range(len(norms)):
+            for n in range(1, min(self._max_words, len(norms) - first) + 1):
+                key = tuple(norms[first : first + n])
+                if key in self._aliases:
+                    found.append(_Candidate(first, first + n, key, 1.0))
+                    exact_spans.add((first, first + n))
+        for n in range(1, min(self._max_words, len(norms)) + 1):
+            spans = [(i, i + n) for i in range(len(norms) - n + 1) if (i, i + n) not in exact_spans]
+            queries = [" ".join(norms[a:b]) for a, b in spans]
+            by_letter: dict[str, list[int]] = defaultdict(list)
+            for q, query in enumerate(queries):
+                if len(query) >= MIN_FUZZY_CHARS - 1 and (n, query[0]) in self._fuzzy:
+                    by_letter[query[0]].append(q)
+            for letter, rows in by_letter.items():
+                choices = self._fuzzy[(n, letter)]
+                scores = process.cdist([queries[q] for q in rows], choices, scorer=fuzz.ratio,
+                                       score_cutoff=self.fuzzy_cutoff, dtype=np.float32)
+                for q, row_scores in zip(rows, scores):
+                    best = float(row_scores.max())
+                    if best >= self.fuzzy_cutoff:
+                        for j in np.flatnonzero(row_scores == best):
+                            a, b = spans[q]
+                            found.append(_Candidate(a, b, tuple(choices[j].split(" ")), best / 100.0))
+        return found
+
+    def _mention(self, text: str, tokens: list[_Token], cand: _Candidate) -> Mention:
+        start, end = tokens[cand.first].start, tokens[cand.last - 1].end
+        year_match = _YEAR.match(text[end:])
+        year = int(year_match.group(1) or year_match.group(2)) if year_match else None
+        best = max(
+            self._aliases[cand.key],
+            key=lambda a: (self.catalogue.movies[a.row].year == year, -a.rank, self.popularity[a.row], -a.row),
+        )
+        movie = self.catalogue.movies[best.row]
+        if year is not None and movie.year == year:
+            end += year_match.end()
+        return Mention(item_id=movie.item_id, surface=text[start:end], start=start, end=end, score=cand.score)
+
+
+def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:
+    """(normalised words, rank) for every alias of a MovieLens title."""
+    keys: dict[tuple[str, ...], int] = {}
+    for name in title_names(title):
+        variants = [(name, 0)]
+        head, colon, _ = name.partition(":")
+        if colon and head.strip():
+            variants.append((head, 1))
+        for variant, rank in variants:
+            words = tuple(t.norm for t in tokenise(variant))
+            if not words:
+                continue
+            for key in (words, words[1:] if words[0] in ARTICLES and len(words) > 1 else None):
+                if key and keys.get(key, 2) > rank:
+                    keys[key] = rank
+    return list(keys.items())
+
+
+def _is_weak(key: tuple[str, ...]) -> bool:
+    """A single alphabetic word, maybe after an article: the kind of title everyday text contains by accident."""
+    core = key[1:] if len(key) > 1 and key[0] in ARTICLES else key
+    return len(core) == 1 and core[0].isalpha()
+
+
+def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
+    """Rules 1-5 of the module docstring."""
+    span = tokens[cand.first : cand.last]
+    start, end = span[0].start, span[-1].end
+    before, after = text[:start], text[end:]
+    opener = before[-1:] if before else ""
+    if opener in _QUOTES and after[:1] == _QUOTES[opener]:
+        return True
+    core = [t for t in span if t.norm not in ARTICLES] or span
+    sentence_start = not before.strip() or bool(_SENTENCE_END.search(before))
+    if all(t.raw[0].isupper() for t in core) and not sentence_start:
+        return True
+    if _YEAR.match(after):
+        return True
+    others = tokens[: cand.first] + tokens[cand.last :]
+    if all(t.norm in FILLER for t in others):
+        return True
+    prev = cand.first - 1
+    if prev >= 0 and tokens[prev].norm in ARTICLES and cand.key[0] not in ARTICLES:
+        prev -= 1
+    if prev >= 0 and tokens[prev].norm in CUES:
+        nxt = cand.last
+        clause_ends = nxt >= len(tokens) or bool(re.match(r"\s*[^\w\s'’]", after))
+        return clause_ends or tokens[nxt].norm in FOLLOWERS
+    return False
+
+
+def _listed_next_to(tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:
+    """Rule 6: only connectives (and commas) separate the candidate from an accepted mention."""
+    for other in chosen:
+        gap = range(other.last, cand.first) if other.last <= cand.first else range(cand.last, other.first)
+        if all(tokens[i].norm in CONNECTORS or _YEAR.match(tokens[i].raw) for i in gap):
+            return True
+    return False

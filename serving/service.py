@@ -1,0 +1,335 @@
+"""One conversational turn: messages in, a grounded reply with catalogue recommendations out.
+
+Per turn: update the dialogue state from the user's words -> candidates (fold-in retrieval, filters,
+boosts) -> prompt with the candidates' soft tokens -> the LLM's one short sentence -> a list of the
+recommended movies, each with a reason drawn from metadata. The LLM only introduces the picks; which movies
+are recommended is decided by retrieval and the state, so every recommended id is a catalogue id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+from ilm_model.item_text import NO_GENRES
+from ilm_model.soft_tokens import SoftTokenTable
+from retrieval.catalogue import Catalogue, Movie
+from retrieval.recommender import PopularityRecommender, Recommender
+from serving.api.protocol import ChatMessage, Recommendation, UsageInfo
+from serving.config import ServingConfig
+from serving.dialogue import MOOD_GENRES, DialogueState, candidates, update_state, year_range_text
+from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
+from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
+from serving.linking import TitleLinker
+from serving.prompts import build_prompt
+from serving.session_log import SessionLogRecord, SessionLogWriter
+from serving.session_store import SESSION_ID_PATTERN, SessionStore, TurnRecord
+
+log = logging.getLogger(__name__)
+
+FALLBACK_SENTENCE = "Here are a few picks you might enjoy:"
+NOTHING_FITS = (
+    "I couldn't find a movie that fits everything you asked for. Try relaxing a constraint, such as a genre "
+    "you ruled out or the year range."
+)
+REPLY_STOP = "\n"  # the sentence ends at a newline: the grounded list follows it
+
+
+class ChatTurn(BaseModel):
+    """The outcome of one turn."""
+
+    session_id: str
+    reply: str
+    recommendations: list[Recommendation]
+    state: DialogueState
+    usage: UsageInfo
+    finish_reason: FinishReason = "stop"
+
+
+class TurnStream(Iterator["str | ChatTurn"]):
+    """Text deltas of the reply, then the final `ChatTurn`. `session_id` is known before the first delta."""
+
+    def __init__(self, session_id: str, events: Iterator[str | ChatTurn]):
+        self.session_id = session_id
+        self._events = events
+
+    def __next__(self) -> str | ChatTurn:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop early (the turn is then not saved) and release the engine."""
+        self._events.close()
+
+
+class ChatService:
+    """Conversational recommendation over a catalogue, a retrieval model, an ILM soft-token table and an LLM.
+
+    `popularity` `[n_items]` (catalogue rows, e.g. rating counts) breaks title ties and drives cold start;
+    by default the recommender's own popularity counts when it has them (`TwoTowerRecommender` does), else
+    the catalogue order stands in. With `session_log`, every completed turn is appended to it, tagged with
+    `model_id` (the LLM) and `checkpoint_id` (the trained artefacts).
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        recommender: Recommender,
+        soft_tokens: SoftTokenTable,
+        engine: LLMEngine,
+        store: SessionStore,
+        config: ServingConfig | None = None,
+        *,
+        popularity: Sequence[float] | np.ndarray | None = None,
+        session_log: SessionLogWriter | None = None,
+        model_id: str = "unknown",
+        checkpoint_id: str = "unknown",
+    ):
+        self.catalogue = catalogue
+        self.recommender = recommender
+        self.soft_tokens = soft_tokens
+        self.engine = engine
+        self.store = store
+        self.config = config or ServingConfig()
+        self.session_log = session_log
+        self.model_id, self.checkpoint_id = model_id, checkpoint_id
+        if popularity is None and isinstance(getattr(recommender, "popularity", None), PopularityRecommender):
+            popularity = recommender.popularity.counts
+        self.popularity = None if popularity is None else np.asarray(popularity, dtype=np.float64)
+        self.linker = TitleLinker(catalogue, self.popularity)
+        if soft_tokens.hidden_size != engine.hidden_size:
+            raise ConfigurationError(
+                f"the soft-token table is {soft_tokens.hidden_size} wide but the LLM's hidden size is "
+                f"{engine.hidden_size}: serve the ILM artefacts trained for this LLM"
+            )
+        missing = [int(i) for i in catalogue.ids if int(i) not in soft_tokens]
+        if missing:
+            raise ConfigurationError(
+                f"{len(missing)} catalogue items have no soft tokens (e.g. {missing[:3]}): rebuild the soft-token "
+                "table for this catalogue"
+            )
+
+    def chat(
+        self, session_id: str | None, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+    ) -> ChatTurn:
+        """One turn, all at once. See `chat_stream`."""
+        turn = None
+        for event in self.chat_stream(session_id, messages, params):
+            if isinstance(event, ChatTurn):
+                turn = event
+        assert turn is not None, "chat_stream always ends with a ChatTurn"
+        return turn
+
+    def chat_stream(
+        self, session_id: str | None, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+    ) -> TurnStream:
+        """Answer the last message of `messages` (which must be the user's).
+
+        With `session_id`, continue that stored conversation (UnknownSessionError when unknown or expired)
+        from the last message only; without, start a new session whose state is rebuilt from every message
+        in order (user messages update it; movies named in assistant messages count as already recommended).
+        Validation, retrieval and prompt building happen before this returns; the stream then yields text
+        deltas and finally the `ChatTurn`, after which the session is saved.
+        """
+        started = time.perf_counter()
+        messages = list(messages)
+        if not messages or messages[-1].role != "user":
+            raise InvalidRequestError("the last message must be the user's", param="messages")
+        if not messages[-1].content.strip():
+            raise InvalidRequestError("the last user message is empty", param="messages")
+        if session_id is None:
+            session_id = secrets.token_urlsafe(16)
+            state = self._replay(messages)
+        else:
+            if not re.fullmatch(SESSION_ID_PATTERN, session_id):
+                raise InvalidRequestError("session_id must be 1-128 of A-Z a-z 0-9 _ -", param="session_id")
+            stored = self.store.get(session_id)
+            if stored is None:
+                raise UnknownSessionError(
+                    f"session {session_id!r} does not exist or has expired; omit session_id to start a new one",
+                    param="session_id",
+                )
+            state = self._read(stored, messages[-1].content)
+        picks = candidates(
+            state, self.recommender, self.catalogue, self.config.n_recommendations,
+            popularity=self.popularity, config=self.config.ranking,
+        )
+        params = params or SamplingParams()
+        events = self._answer(session_id, state, messages[-1].content, picks, params, started)
+        return TurnStream(session_id, events)
+
+    def health(self) -> bool:
+        return self.engine.health()
+
+    def _read(self, state: DialogueState, user_text: str) -> DialogueState:
+        return update_state(state, user_text, self.linker, self.catalogue)
+
+    def _replay(self, messages: list[ChatMessage]) -> DialogueState:
+        state = DialogueState()
+        for message in messages:
+            if message.role == "user":
+                state = self._read(state, message.content)
+            elif message.role == "assistant":
+                shown = [m.item_id for m in self.linker.find(message.content)]
+                state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown))})
+        return state
+
+    def _answer(
+        self,
+        session_id: str,
+        state: DialogueState,
+        user_text: str,
+        picks: list[int],
+        params: SamplingParams,
+        started: float,
+    ) -> Iterator[str | ChatTurn]:
+        """Prepare the generation now (so errors surface before streaming); return the event generator."""
+        if not picks:
+            return self._finish(
+                session_id, state, user_text, picks, self._fixed(NOTHING_FITS), UsageInfo(), "stop", started
+            )
+        prompt = build_prompt(
+            self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
+            max_user_chars=self.config.max_user_chars_in_prompt,
+        )
+        generation = self.engine.generate(
+            prompt.embeds,
+            params.model_copy(
+                update={
+                    "max_tokens": min(params.max_tokens, self.config.reply_max_tokens),
+                    "stop": (REPLY_STOP, *(s for s in params.stop if s != REPLY_STOP))[:MAX_STOP_STRINGS],
+                }
+            ),
+        )
+
+        def sentence() -> Iterator[str]:
+            started = False
+            try:
+                for delta in generation:
+                    if not started:
+                        delta = delta.lstrip()
+                        started = bool(delta)
+                    if delta:
+                        yield delta
+            finally:
+                generation.close()
+            if not started:
+                yield FALLBACK_SENTENCE
+
+        def usage() -> UsageInfo:
+            u = generation.usage
+            return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
+                             total_tokens=u.total_tokens)
+
+        return self._finish(
+            session_id, state, user_text, picks, sentence, usage, lambda: generation.finish_reason, started
+        )
+
+    def _finish(
+        self,
+        session_id: str,
+        state: DialogueState,
+        user_text: str,
+        picks: list[int],
+        sentence: Callable[[], Iterator[str]],
+        usage: UsageInfo | Callable[[], UsageInfo],
+        finish_reason: FinishReason | Callable[[], FinishReason | None],
+        started: float,
+    ) -> Iterator[str | ChatTurn]:
+        """Stream the sentence, then the grounded list; save (and log) the session; end with the ChatTurn."""
+        parts: list[str] = []
+        deltas = sentence()
+        try:
+            for delta in deltas:
+                parts.append(delta)
+                yield delta
+        finally:
+            deltas.close()  # on an early close too: frees the engine
+        recommendations = [self._recommendation(self.catalogue[i], state) for i in picks]
+        listing = "".join(
+            f"\n{n}. {self.catalogue[r.item_id].display_title}: {r.reason}"
+            for n, r in enumerate(recommendations, start=1)
+        )
+        if listing:
+            listing = "\n" + listing
+            parts.append(listing)
+            yield listing
+        reply = "".join(parts)
+        state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + picks))})
+        self.store.put(session_id, state)
+        self.store.append(session_id, TurnRecord(user=user_text, reply=reply, recommended=picks))
+        if self.session_log is not None:
+            self.session_log.append(
+                SessionLogRecord(
+                    session_id=session_id,
+                    turn=state.turn - 1,
+                    user_text=user_text,
+                    mentions=[m.item_id for m in self.linker.find(user_text)],
+                    candidates=picks,
+                    recommendations=picks,
+                    reply=reply,
+                    model_id=self.model_id,
+                    checkpoint_id=self.checkpoint_id,
+                    latency_ms=1000 * (time.perf_counter() - started),
+                )
+            )
+        yield ChatTurn(
+            session_id=session_id,
+            reply=reply,
+            recommendations=recommendations,
+            state=state,
+            usage=usage() if callable(usage) else usage,
+            finish_reason=(finish_reason() if callable(finish_reason) else finish_reason) or "stop",
+        )
+
+    @staticmethod
+    def _fixed(text: str) -> Callable[[], Iterator[str]]:
+        def sentence() -> Iterator[str]:
+            yield text
+
+        return sentence
+
+    def _recommendation(self, movie: Movie, state: DialogueState) -> Recommendation:
+        return Recommendation(
+            item_id=movie.item_id,
+            title=movie.title,
+            year=movie.year,
+            genres=[g for g in movie.genres if g != NO_GENRES],
+            reason=self._reason(movie, state),
+        )
+
+    def _reason(self, movie: Movie, state: DialogueState) -> str:
+        """One line grounded in metadata: shared genres with a liked movie, then what was asked for."""
+        genres = [g for g in movie.genres if g != NO_GENRES]
+        parts: list[str] = []
+        liked = [self.catalogue[i] for i in state.liked if i in self.catalogue]
+        if liked:
+            best = max(liked, key=lambda m: len(set(m.genres) & set(genres)))
+            shared = [g for g in genres if g in best.genres]
+            if shared:
+                parts.append(f"shares {_join(shared[:3])} with {best.display_title}")
+        asked = [g for g in genres if g in state.include_genres]
+        if asked:
+            parts.append(f"the {_join(asked)} you asked for")
+        if state.mood:
+            fitting = [g for g in genres if g in MOOD_GENRES[state.mood][0]]
+            if fitting:
+                parts.append(f"{state.mood} in tone ({_join(fitting[:2])})")
+        if state.exclude_genres:
+            parts.append(f"no {_join(state.exclude_genres)}")
+        if (state.year_min or state.year_max) and movie.year:
+            parts.append(f"from {movie.year} ({year_range_text(state)})")
+        if not parts:
+            parts.append(f"a popular {genres[0]} pick" if genres else "a popular pick")
+        text = "; ".join(parts)
+        return text[0].upper() + text[1:]
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,194 @@
+"""Dialogue state updates (sentiment, genres, mood, years) and candidate ranking with filters and boosts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.config import RankingConfig
+from serving.dialogue import DialogueState, candidates, update_state, year_bounds
+from serving.linking import TitleLinker
+
+
+@pytest.fixture(scope="module")
+def linker(catalogue) -> TitleLinker:
+    return TitleLinker(catalogue)
+
+
+def read(messages: list[str], linker, catalogue) -> DialogueState:
+    state = DialogueState()
+    for text in messages:
+        state = update_state(state, text, linker, catalogue)
+    return state
+
+
+def named(catalogue, ids) -> list[str]:
+    return [catalogue[i].title for i in ids]
+
+
+@pytest.mark.parametrize(
+    ("text", "liked", "disliked"),
+    [
+        ("I loved Toy Story and Finding Nemo", ["Toy Story", "Finding Nemo"], []),
+        ("Toy Story", ["Toy Story"], []),
+        ("I didn't like Toy Story", [], ["Toy Story"]),
+        ("I hated Toy Story and Finding Nemo", [], ["Toy Story", "Finding Nemo"]),
+        ("not a fan of Heat, but Memento was great", ["Memento"], ["Heat"]),
+        ("I loved Toy Story but hated Finding Nemo", ["Toy Story"], ["Finding Nemo"]),
+        ("Zodiac was boring", [], ["Zodiac"]),
+        ("I can't stand Pulp Fiction", [], ["Pulp Fiction"]),
+        ("Pulp Fiction was not bad", ["Pulp Fiction"], []),
+    ],
+)
+def test_mention_sentiment(linker, catalogue, text, liked, disliked):
+    state = read([text], linker, catalogue)
+    assert named(catalogue, state.liked) == liked
+    assert named(catalogue, state.disliked) == disliked
+    assert set(state.mentioned) == set(state.liked) | set(state.disliked)
+
+
+def test_constraints_accumulate_and_later_ones_win(linker, catalogue):
+    state = read(["I loved Toy Story", "a comedy from the 90s", "something darker", "not animated"], linker, catalogue)
+    assert state.turn == 4
+    assert state.include_genres == ["Comedy"]
+    assert state.exclude_genres == ["Animation"]
+    assert state.mood == "darker"
+    assert (state.year_min, state.year_max) == (1990, 1999)
+    state = read(["no comedy", "actually, lighter please", "after 2000", "Toy Story was boring"], linker, catalogue)
+    assert state.exclude_genres == ["Comedy"] and state.include_genres == []
+    assert state.mood == "lighter"
+    assert (state.year_min, state.year_max) == (2001, None)
+    assert named(catalogue, state.disliked) == ["Toy Story"]
+    flipped = update_state(state, "ok, some comedy then, and I loved Toy Story", linker, catalogue)
+    assert flipped.include_genres == ["Comedy"] and flipped.exclude_genres == []
+    assert named(catalogue, flipped.liked) == ["Toy Story"] and flipped.disliked == []
+
+
+@pytest.mark.parametrize(
+    ("text", "include", "exclude"),
+    [
+        ("not animated", [], ["Animation"]),
+        ("no horror please", [], ["Horror"]),
+        ("something without romance", [], ["Romance"]),
+        ("anything but sci-fi", [], ["Sci-Fi"]),
+        ("I don't want anything animated", [], ["Animation"]),
+        ("something funny", ["Comedy"], []),
+        ("a science fiction thriller", ["Sci-Fi", "Thriller"], []),
+        ("a rom-com, nothing scary", ["Romance", "Comedy"], ["Horror"]),
+    ],
+)
+def test_genre_constraints(linker, catalogue, text, include, exclude):
+    state = read([text], linker, catalogue)
+    assert state.include_genres == include
+    assert state.exclude_genres == exclude
+
+
+def test_titles_do_not_count_as_genre_words(linker, catalogue):
+    state = read(["I loved Love Actually and Star Wars: Episode IV - A New Hope"], linker, catalogue)
+    assert state.include_genres == [] and len(state.liked) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "mood"),
+    [("something darker", "darker"), ("grittier please", "darker"), ("lighter", "lighter"),
+     ("something funnier", "lighter"), ("not too dark", "lighter"), ("hello", None)],
+)
+def test_mood(linker, catalogue, text, mood):
+    assert read([text], linker, catalogue).mood == mood
+
+
+@pytest.mark.parametrize(
+    ("text", "bounds"),
+    [
+        ("after 2000", (2001, None)),
+        ("since 2000", (2000, None)),
+        ("before 1990", (None, 1989)),
+        ("from the 90s", (1990, 1999)),
+        ("an 80's movie", (1980, 1989)),
+        ("the nineties", (1990, 1999)),
+        ("between 1980 and 1995", (1980, 1995)),
+        ("after the 90s", (2000, None)),
+    ],
+)
+def test_year_bounds(text, bounds):
+    assert year_bounds(text, None, None) == bounds
+
+
+def test_contradicting_year_bound_drops_the_other():
+    assert year_bounds("after 2005", 1990, 1999) == (2006, None)
+    assert year_bounds("before 2010", 2001, None) == (2001, 2009)
+
+
+def test_mentioned_years_are_not_constraints(linker, catalogue):
+    state = read(["I loved Toy Story (1995)"], linker, catalogue)
+    assert (state.year_min, state.year_max) == (None, None)
+
+
+def test_candidates_respect_filters(linker, catalogue, recommender):
+    state = read(["I loved Toy Story and Finding Nemo"], linker, catalogue)
+    picks = candidates(state, recommender, catalogue, 10)
+    assert len(picks) == 10 and all(i in catalogue for i in picks)
+    assert not set(picks) & set(state.mentioned)
+    assert sum("Animation" in catalogue[i].genres for i in picks[:5]) >= 3, "fold-in should favour animation"
+
+    not_animated = update_state(state, "not animated", linker, catalogue)
+    picks = candidates(not_animated, recommender, catalogue, 10)
+    assert picks and not any("Animation" in catalogue[i].genres for i in picks)
+
+    dated = update_state(state, "from the 90s", linker, catalogue)
+    assert all(1990 <= catalogue[i].year <= 1999 for i in candidates(dated, recommender, catalogue, 10))
+
+    seen = state.model_copy(update={"recommended": picks[:5]})
+    assert not set(candidates(seen, recommender, catalogue, 10)) & set(picks[:5])
+
+
+def test_darker_mood_moves_dark_genres_up(linker, catalogue, recommender):
+    state = read(["I loved Toy Story and Finding Nemo"], linker, catalogue)
+    dark = {"Thriller", "Crime", "Horror", "Mystery"}
+
+    def darkness(s):
+        return sum(bool(dark & set(catalogue[i].genres)) for i in candidates(s, recommender, catalogue, 5))
+
+    darker = update_state(state, "something darker", linker, catalogue)
+    config = RankingConfig(mood_boost=1.0)
+    assert darkness(darker) > darkness(state)
+    assert sum(bool(dark & set(catalogue[i].genres))
+               for i in candidates(darker, recommender, catalogue, 5, config=config)) >= 4
+
+
+def test_disliked_items_push_away(linker, catalogue, recommender, ids_by_title):
+    liked = read(["I loved Memento"], linker, catalogue)
+    both = update_state(liked, "but I hated Se7en and Prisoners", linker, catalogue)
+    config = RankingConfig(disliked_weight=-1.0)
+    vector = recommender.fold_in
+    thriller_rows = [catalogue.row(ids_by_title[t]) for t in ("Zodiac", "Gone Girl", "Usual Suspects, The")]
+    items = recommender.item_embeddings()
+    before = items[thriller_rows] @ vector(liked.liked)
+    after = items[thriller_rows] @ vector(both.liked + both.disliked, [1.0] + [config.disliked_weight] * 2)
+    assert (after < before).all()
+    picks = candidates(both, recommender, catalogue, 5, config=config)
+    assert not set(picks) & set(both.disliked)
+
+
+def test_cold_start_is_popular_and_diverse(catalogue, recommender):
+    popularity = np.zeros(len(catalogue))
+    popularity[:5] = [100, 99, 98, 97, 96]  # five animated family films lead the charts
+    picks = candidates(DialogueState(), recommender, catalogue, 5, popularity=popularity)
+    assert picks[0] == catalogue.ids[0]
+    assert len({catalogue[i].genres for i in picks}) == 5
+    assert sum("Animation" in catalogue[i].genres for i in picks) < 5, "diversity should break the animated run"
+    horror_free = DialogueState(exclude_genres=["Horror", "Thriller"], year_min=2000)
+    for i in candidates(horror_free, recommender, catalogue, 5, popularity=popularity):
+        assert not {"Horror", "Thriller"} & set(catalogue[i].genres) and catalogue[i].year >= 2000
+
+
+def test_impossible_constraints_give_nothing(catalogue, recommender):
+    state = DialogueState(liked=[1], mentioned=[1], year_min=1900, year_max=1901)
+    assert candidates(state, recommender, catalogue, 5) == []
+
+
+def test_state_round_trips_as_json():
+    state = DialogueState(liked=[1, 2], mood="darker", exclude_genres=["Animation"], year_min=1990)
+    assert DialogueState.model_validate_json(state.model_dump_json()) == state
+    with pytest.raises(ValueError):
+        DialogueState.model_validate({"version": 2})

@@ -1,0 +1,132 @@
+"""TransformersEngine against Hugging Face `generate`, plus streaming, stop strings, sampling and limits."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from serving.engines.base import SamplingParams
+from serving.errors import EngineUnavailableError, InvalidRequestError, PromptTooLongError
+
+
+def _chat_ids(tokenizer, text: str) -> list[int]:
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def _hf_greedy(model, prompt: torch.Tensor, n: int) -> list[int]:
+    with torch.inference_mode():
+        out = model.generate(
+            inputs_embeds=prompt[None],
+            attention_mask=torch.ones(1, prompt.shape[0], dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+        )
+    return out[0].tolist()
+
+
+def test_greedy_tokens_equal_hf_generate(engine, tiny_llm):
+    model, tokenizer = tiny_llm
+    prompt = engine.embed_tokens(_chat_ids(tokenizer, "I liked the movie Inception, can you recommend something?"))
+    hf = _hf_greedy(model, prompt, 24)
+    eos = [i for i, t in enumerate(hf) if t == tokenizer.eos_token_id]
+    hf = hf[: eos[0] + 1] if eos else hf
+    assert len(set(hf)) > 3, "the tiny model should produce diverse tokens (initializer_range=0.5)"
+    stream = engine.generate(prompt, SamplingParams(max_tokens=24))
+    text = "".join(stream)
+    assert text == tokenizer.decode([t for t in hf if t != tokenizer.eos_token_id], skip_special_tokens=True)
+    assert stream.usage.completion_tokens == len(hf)
+    assert stream.finish_reason == ("stop" if eos else "length")
+
+
+def test_injected_soft_rows_change_output(engine, tiny_llm):
+    _, tokenizer = tiny_llm
+    ids = _chat_ids(tokenizer, "You might like these movies")
+    prompt = engine.embed_tokens(ids)
+    rows = torch.randn(3, engine.hidden_size, generator=torch.Generator().manual_seed(1))
+    injected = torch.cat([prompt[:5], rows, prompt[5:]])
+    other = torch.cat([prompt[:5], -rows, prompt[5:]])
+    params = SamplingParams(max_tokens=16)
+    outputs = {"".join(engine.generate(p, params)) for p in (prompt, injected, other)}
+    assert len(outputs) == 3
+
+
+def test_stream_usage_and_finish_reason(engine, tiny_llm):
+    _, tokenizer = tiny_llm
+    prompt = engine.embed_tokens(_chat_ids(tokenizer, "Hello!"))
+    stream = engine.generate(prompt, SamplingParams(max_tokens=5))
+    deltas = list(stream)
+    assert stream.usage.prompt_tokens == prompt.shape[0]
+    assert 1 <= stream.usage.completion_tokens <= 5
+    assert stream.finish_reason in ("stop", "length")
+    assert all(isinstance(d, str) and d for d in deltas)
+
+
+def test_stop_string_truncates(engine, tiny_llm):
+    _, tokenizer = tiny_llm
+    prompt = engine.embed_tokens(_chat_ids(tokenizer, "Recommend me a movie"))
+    full = "".join(engine.generate(prompt, SamplingParams(max_tokens=24)))
+    assert len(full) > 6
+    stop = full[3:6]
+    stream = engine.generate(prompt, SamplingParams(max_tokens=24, stop=(stop,)))
+    truncated = "".join(stream)
+    assert truncated == full[: full.find(stop)]
+    assert stream.finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(engine, tiny_llm):
+    _, tokenizer = tiny_llm
+    prompt = engine.embed_tokens(_chat_ids(tokenizer, "Hello!"))
+    params = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, seed=7)
+    first = "".join(engine.generate(prompt, params))
+    assert first == "".join(engine.generate(prompt, params))
+    others = {"".join(engine.generate(prompt, params.model_copy(update={"seed": s}))) for s in range(8)}
+    assert len(others) > 1
+
+
+def test_rejects_bad_prompts_and_params(engine):
+    with pytest.raises(InvalidRequestError):
+        engine.generate(torch.zeros(4, engine.hidden_size + 1), SamplingParams())
+    with pytest.raises(InvalidRequestError):
+        engine.generate(torch.zeros(0, engine.hidden_size), SamplingParams())
+    with pytest.raises(PromptTooLongError):
+        engine.generate(torch.zeros(2040, engine.hidden_size), SamplingParams(max_tokens=20))
+    with pytest.raises(ValueError):
+        SamplingParams(max_tokens=10**6)
+    with pytest.raises(ValueError):
+        SamplingParams(stop=("a", "b", "c", "d", "e"))
+
+
+def test_one_generation_at_a_time(engine, tiny_llm):
+    _, tokenizer = tiny_llm
+    prompt = engine.embed_tokens(_chat_ids(tokenizer, "Hello!"))
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append("".join(engine.generate(prompt, SamplingParams(max_tokens=8)))))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3 and len(set(results)) == 1
+    # a stream closed half-way releases the lock
+    stream = engine.generate(prompt, SamplingParams(max_tokens=8))
+    next(stream, None)
+    stream.close()
+    assert "".join(engine.generate(prompt, SamplingParams(max_tokens=8))) == results[0]
+
+
+def test_closed_engine_is_unhealthy(tiny_llm):
+    from serving.engines.transformers import TransformersEngine
+
+    engine = TransformersEngine(*tiny_llm)
+    assert engine.health()
+    engine.close()
+    assert not engine.health()
+    with pytest.raises(EngineUnavailableError):
+        list(engine.generate(torch.zeros(3, engine.hidden_size), SamplingParams(max_tokens=2)))

@@ -1,0 +1,99 @@
+"""TitleLinker: tolerant matching of movie titles in free text, without everyday-word false positives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.catalogue import Catalogue, Movie
+from serving.linking import TitleLinker, title_names
+
+
+@pytest.fixture(scope="module")
+def linker(catalogue) -> TitleLinker:
+    return TitleLinker(catalogue)
+
+
+def titles(linker: TitleLinker, text: str) -> list[str]:
+    return [linker.catalogue[m.item_id].title for m in linker.find(text)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I loved Toy Story", ["Toy Story"]),
+        ("i loved TOY STORY", ["Toy Story"]),
+        ("toy story (1995) was great", ["Toy Story"]),
+        ("have you seen toy stroy?", ["Toy Story"]),
+        ("I think findng nemo is sweet", ["Finding Nemo"]),
+        ("The Lion King made me cry", ["Lion King, The"]),
+        ("lion king made me cry", ["Lion King, The"]),
+        ("Lion King, The", ["Lion King, The"]),
+        ("i loved the silence of the lambs", ["Silence of the Lambs, The"]),
+        ("I loved Se7en", ["Se7en (a.k.a. Seven)"]),
+        ('I loved "Seven"', ["Se7en (a.k.a. Seven)"]),
+        ("Amelie is my favourite", ["Amelie (Fabuleux destin d'Amélie Poulain, Le)"]),
+        ("Le fabuleux destin d'Amélie Poulain", ["Amelie (Fabuleux destin d'Amélie Poulain, Le)"]),
+        ("I adored Amélie", ["Amelie (Fabuleux destin d'Amélie Poulain, Le)"]),
+        ("Sen to Chihiro no kamikakushi is a masterpiece", ["Spirited Away (Sen to Chihiro no kamikakushi)"]),
+        ("what about Terminator 2?", ["Terminator 2: Judgment Day"]),
+        ("I loved Toy Story and Finding Nemo", ["Toy Story", "Finding Nemo"]),
+        ("Toy Story, Heat and memento", ["Toy Story", "Heat", "Memento"]),
+        ("When Harry Met Sally and Monsters Inc", ["When Harry Met Sally...", "Monsters, Inc."]),
+    ],
+)
+def test_finds_titles(linker, text, expected):
+    assert titles(linker, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Can you help me set up a movie night?", []),
+        ("I need to heat up some popcorn first", []),
+        ("I watched seven movies last week", []),
+        ("the shining sun was nice", []),
+        ("an alien language", []),
+        ("up", ["Up"]),
+        ("I loved Up", ["Up"]),
+        ("something like 'Up' please", ["Up"]),
+        ("i loved up because of the balloons", ["Up"]),
+        ("Heat (1995)", ["Heat"]),
+        ("Memento was great", ["Memento"]),
+        ("i really enjoyed the shining", ["Shining, The"]),
+    ],
+)
+def test_single_word_titles_need_a_clear_signal(linker, text, expected):
+    assert titles(linker, text) == expected
+
+
+def test_mention_spans_and_scores(linker):
+    text = "Honestly, toy stroy and Heat (1995) are my favourites"
+    first, second = linker.find(text)
+    assert text[first.start : first.end] == first.surface == "toy stroy"
+    assert 0.85 <= first.score < 1.0
+    assert second.surface == "Heat (1995)" and second.score == 1.0
+    assert text[second.start : second.end] == "Heat (1995)"
+
+
+def test_year_then_popularity_break_ties():
+    remakes = Catalogue([
+        Movie(item_id=10, title="Heat", year=1986, genres=("Action",)),
+        Movie(item_id=20, title="Heat", year=1995, genres=("Crime",)),
+        Movie(item_id=30, title="Solaris", year=1972, genres=("Sci-Fi",)),
+        Movie(item_id=40, title="Solaris", year=2002, genres=("Sci-Fi",)),
+    ])
+    linker = TitleLinker(remakes, popularity=np.array([5.0, 50.0, 1.0, 9.0]))
+    assert [m.item_id for m in linker.find("I loved Heat")] == [20]
+    assert [m.item_id for m in linker.find("I loved Heat (1986)")] == [10]
+    assert [m.item_id for m in linker.find("solaris 1972 or Solaris?")] == [30, 40]
+    with pytest.raises(ValueError):
+        TitleLinker(remakes, popularity=np.ones(3))
+
+
+def test_title_names_put_articles_back():
+    assert title_names("Lion King, The") == ["The Lion King"]
+    assert title_names("Se7en (a.k.a. Seven)") == ["Se7en", "Seven"]
+    assert title_names("Amelie (Fabuleux destin d'Amélie Poulain, Le)") == [
+        "Amelie", "Le Fabuleux destin d'Amélie Poulain"
+    ]
