@@ -7,8 +7,11 @@ STAMP := $(VENV)/.ilmrec-installed
 
 .PHONY: run test install clean-venv
 
+# On the team's machines and in CI MovieLens latest-small sits in ../shared/data; users download it.
+DATA_PATH ?= $(wildcard ../shared/data/ml-latest-small)
+
 run: $(STAMP)
-	$(BIN)/ilmrec run
+	$(BIN)/ilmrec run $(if $(DATA_PATH),--data-path $(DATA_PATH))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

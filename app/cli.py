@@ -1,0 +1,99 @@
+"""`ilmrec`: train on MovieLens, serve the chat UI and OpenAI-compatible API, chat in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console(stderr=True)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as nested settings overrides (only the flags that were given)."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat = {
+        "data_path": ("data", "path"),
+        "dataset": ("data", "dataset"),
+        "host": ("server", "host"),
+        "port": ("server", "port"),
+    }
+    out: dict[str, Any] = {}
+    for name, (section, field) in flat.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            nested.setdefault(section, {})[field] = value
+    if args.seed is not None:
+        for section in ("retrieval", "ilm"):
+            nested.setdefault(section, {})["seed"] = args.seed
+    for name in ("cache_dir", "llm"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return {**out, **nested}
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML settings file (env ILMREC_* and flags override it)")
+    parser.add_argument("--cache-dir", type=Path, help="downloads, converted models, trained artefacts")
+    parser.add_argument("--dataset", help="ml-latest-small (default), ml-100k, ml-1m, ml-20m, ml-25m")
+    parser.add_argument("--data-path", type=Path, help="a local MovieLens folder in GroupLens format")
+    parser.add_argument("--llm", help="frozen chat LLM: 'bundled' (SmolLM2-135M) or a Hugging Face id or path")
+    parser.add_argument("--seed", type=int, help="seed of retrieval and ILM training")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ilmrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train what is not cached yet, then serve the UI and API")
+    _add_common(run)
+    run.add_argument("--host", help="bind address (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port for UI (/) and API (/v1), default 8000")
+
+    train = sub.add_parser("train", help="train (or load from cache) retrieval and ILM, print metrics")
+    _add_common(train)
+
+    chat = sub.add_parser("chat", help="chat in the terminal with the trained system")
+    _add_common(chat)
+
+    config = sub.add_parser("config", help="settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
+    _add_common(show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from app.commands import run_command  # heavy imports (torch, transformers) only after parsing
+
+    try:
+        return run_command(args.command, args, _overrides(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a one-line message
+        from app.errors import is_user_error
+
+        if not is_user_error(exc) or args.verbose:
+            raise
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

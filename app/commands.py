@@ -1,0 +1,78 @@
+"""What each `ilmrec` subcommand does, given parsed flags and settings overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from app.pipeline import Artefacts, prepare
+from app.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+out = Console()
+
+
+def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    settings = load_settings(args.config, **overrides)
+    if command == "config":
+        out.print_json(settings.masked_json())
+        return 0
+    artefacts = prepare(settings)
+    print_metrics(artefacts)
+    if command == "train":
+        return 0
+    if command == "chat":
+        from app.terminal_chat import chat_loop
+
+        return chat_loop(build_service(settings, artefacts))
+    from app.server import serve
+
+    return serve(settings, build_service(settings, artefacts))
+
+
+def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.service.ChatService
+    from serving.engines.transformers import TransformersEngine
+    from serving.service import ChatService
+    from serving.session_log import SessionLogWriter
+    from serving.session_store import InMemorySessionStore
+
+    engine = TransformersEngine(artefacts.llm, artefacts.tokenizer)
+    return ChatService(
+        artefacts.catalogue,
+        artefacts.recommender,
+        artefacts.soft_tokens,
+        engine,
+        InMemorySessionStore(),
+        settings.serving,
+        session_log=SessionLogWriter(settings.session_log or settings.cache / "logs" / "sessions.jsonl"),
+        model_id=settings.llm,
+        checkpoint_id=artefacts.directory.name,
+    )
+
+
+def print_metrics(artefacts: Artefacts) -> None:
+    """The held-out quality of what is being served, next to popularity."""
+    retrieval = artefacts.metrics.get("retrieval")
+    if retrieval:
+        table = Table(title="Retrieval, held-out users, full catalogue")
+        table.add_column("model")
+        metric_names = list(retrieval["model"])
+        for name in metric_names:
+            table.add_column(name, justify="right")
+        for label, values in (("ilmrec", retrieval["model"]), ("popularity", retrieval["popularity"])):
+            table.add_row(label, *(_fmt(values[name]) for name in metric_names))
+        out.print(table)
+    if artefacts.metrics.get("ilm"):
+        out.print("ILM:", json.dumps(artefacts.metrics["ilm"]))
+    out.print(f"artefacts: {artefacts.directory}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict) and "mean" in value:
+        return f"{value['mean']:.4f} ± {value.get('stderr', 0):.4f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

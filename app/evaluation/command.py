@@ -1,0 +1,215 @@
+"""`ilmrec eval`: import the conversations, build the requested systems, replay, report.
+
+The CLI registers the flags with `add_arguments(parser)`, turns them into `EvalOptions.from_args(args)` and
+calls `evaluate_command(options, load_data, load_artefacts, build_service)`. The loaders are only called
+when a requested system needs them: `popularity`, `endpoint` and `logged` need just the MovieLens data;
+`retrieval`, `fusion`, `text-llm` and `dialogue` need the trained artefacts (`app.pipeline.prepare`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator, model_validator
+from rich.console import Console
+
+from app.evaluation.importers import EvalTurn, ImportedDataset, import_crs, import_session_log, popularity_counts
+from app.evaluation.replay import DEFAULT_K, EvaluationResult, run_evaluation
+from app.evaluation.report import format_table, write_report
+from app.evaluation.systems import (
+    DialogueSystem,
+    EndpointSystem,
+    FusionSystem,
+    LoggedSystem,
+    PopularitySystem,
+    RetrievalSystem,
+    System,
+    TextLLMSystem,
+)
+from retrieval.catalogue import Catalogue
+from retrieval.data import MovieLensData
+from retrieval.errors import DataError
+from retrieval.recommender import PopularityRecommender
+from retrieval.storage import write_atomic
+from serving.linking import TitleLinker
+
+if TYPE_CHECKING:
+    from app.pipeline import Artefacts
+    from serving.service import ChatService
+
+log = logging.getLogger(__name__)
+
+SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue", "endpoint", "logged")
+DEFAULT_SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue")
+NEEDS_ARTEFACTS = frozenset({"retrieval", "fusion", "text-llm", "dialogue"})
+
+
+class EvalOptions(BaseModel):
+    """What `ilmrec eval` was asked to do."""
+
+    redial: Path | None = Field(None, description="A CRSLab-style ReDial file (entity2id.json beside it).")
+    inspired: Path | None = Field(None, description="A CRSLab-style INSPIRED file (entity2id.json beside it).")
+    log: Path | None = Field(None, description="Our own session log (JSONL).")
+    systems: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSTEMS), description=f"Any of {', '.join(SYSTEMS)}.")
+    limit: int | None = Field(None, ge=1, description="Evaluate a seeded random sample of this many turns per dataset.")
+    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (e.g. http://host:8000/v1).")
+    endpoint_model: str = Field("ilmrec", description="Model name sent to the endpoint.")
+    out: Path = Field(Path("eval-report"), description="Folder for the report, results.json, plots, mappings.")
+    seed: int = Field(0, description="Seeds the turn sample and every system.")
+    k_list: list[int] = Field(default_factory=lambda: list(DEFAULT_K), description="Cut-offs for Recall/NDCG/MRR.")
+    progress: bool = Field(True, description="Show a progress bar over turns.")
+
+    @field_validator("systems")
+    @classmethod
+    def _known_systems(cls, systems: list[str]) -> list[str]:
+        unknown = [s for s in systems if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
+        if not systems:
+            raise ValueError("name at least one system")
+        return list(dict.fromkeys(systems))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalOptions:
+        if not (self.redial or self.inspired or self.log):
+            raise ValueError("give at least one dataset: --redial PATH, --inspired PATH or --log PATH")
+        if "endpoint" in self.systems and not self.endpoint:
+            raise ValueError("the endpoint system needs --endpoint URL")
+        if "logged" in self.systems and not self.log:
+            raise ValueError("the logged system replays a session log: give --log PATH")
+        return self
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EvalOptions:
+        given = {k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None}
+        if isinstance(given.get("systems"), str):
+            given["systems"] = [s.strip() for s in given["systems"].split(",") if s.strip()]
+        if args.endpoint and "systems" not in given:
+            given["systems"] = [*DEFAULT_SYSTEMS, "endpoint"]
+        return cls(**given)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `ilmrec eval` flags (the CLI adds its common ones: --config, --data-path, --seed, ...)."""
+    parser.add_argument("--redial", type=Path, help="CRSLab-style ReDial JSONL (entity2id.json beside it)")
+    parser.add_argument("--inspired", type=Path, help="CRSLab-style INSPIRED JSONL (entity2id.json beside it)")
+    parser.add_argument("--log", type=Path, help="an ilmrec session log (JSONL) to replay")
+    parser.add_argument("--systems", help=f"comma-separated, from {', '.join(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)})")
+    parser.add_argument("--limit", type=int, help="evaluate a seeded random sample of N turns per dataset")
+    parser.add_argument("--endpoint", help="base URL of an OpenAI-compatible API to evaluate as system 'endpoint'")
+    parser.add_argument("--endpoint-model", help="model name to send to --endpoint (default ilmrec)")
+    parser.add_argument("--out", type=Path, help="report folder (default ./eval-report)")
+
+
+def evaluate_command(
+    options: EvalOptions,
+    load_data: Callable[[], MovieLensData],
+    load_artefacts: Callable[[], Artefacts],
+    build_service: Callable[[Artefacts], ChatService],
+    console: Console | None = None,
+) -> EvaluationResult:
+    """Run the evaluation `options` describe, write the report into `options.out`, print the table."""
+    console = console or Console()
+    data = load_data()
+    catalogue = data.catalogue
+    counts = popularity_counts(catalogue, data.ratings["item_id"].to_numpy())
+    notes: list[str] = [f"Catalogue: {data.name} ({len(catalogue)} movies, read from {data.source})."]
+    datasets = _import(options, catalogue, counts, notes)
+    turns = [turn for dataset in datasets for turn in _select(dataset, options, notes)]
+    systems = _build_systems(options, catalogue, counts, load_artefacts, build_service, notes)
+    result = run_evaluation(turns, systems, catalogue, options.k_list, options.seed, options.progress)
+    result = result.model_copy(
+        update={
+            "linking": [d.linking for d in datasets if d.linking is not None],
+            "malformed": {d.source: d.malformed for d in datasets if d.malformed},
+            "notes": notes,
+        }
+    )
+    files = write_report(result, options.out)
+    console.print(format_table(result))
+    console.print(f"report: {files.markdown} (also {files.html.name}, {files.json_path.name})")
+    return result
+
+
+def _import(options: EvalOptions, catalogue: Catalogue, counts: np.ndarray, notes: list[str]) -> list[ImportedDataset]:
+    datasets = []
+    for name, path in (("redial", options.redial), ("inspired", options.inspired)):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--{name} {path} does not exist")
+        imported = import_crs(name, Path(path), catalogue, counts)
+        mapping_path = Path(options.out) / f"entity_mapping_{name}.json"
+        write_atomic(mapping_path, imported.mapping.model_dump_json(indent=1).encode())
+        stats = imported.mapping.stats
+        log.info("%s: %d of %d target occurrences linked (%.1f%%); mapping in %s", name,
+                 stats.target_occurrences_linked, stats.target_occurrences, 100 * stats.match_rate, mapping_path)
+        datasets.append(imported.dataset)
+    if options.log is not None:
+        if not Path(options.log).is_file():
+            raise FileNotFoundError(f"--log {options.log} does not exist")
+        datasets.append(import_session_log(Path(options.log), catalogue))
+    return datasets
+
+
+def _select(dataset: ImportedDataset, options: EvalOptions, notes: list[str]) -> list[EvalTurn]:
+    """Turns to replay: CRS turns need a target in the catalogue (others add no rows); then the seeded sample."""
+    turns = dataset.turns
+    if dataset.linking is not None:
+        scorable = [t for t in turns if t.targets]
+        if len(scorable) < len(turns):
+            notes.append(
+                f"{dataset.name}: {len(turns) - len(scorable)} of {len(turns)} turns have no target in the catalogue "
+                "and were not replayed."
+            )
+        turns = scorable
+    if options.limit is not None and options.limit < len(turns):
+        chosen = np.sort(np.random.default_rng(options.seed).choice(len(turns), options.limit, replace=False))
+        notes.append(f"{dataset.name}: a random sample of {options.limit} of {len(turns)} turns (seed {options.seed}).")
+        turns = [turns[i] for i in chosen]
+    if not turns:
+        raise DataError(f"{dataset.source}: no turns to evaluate")
+    return turns
+
+
+def _build_systems(
+    options: EvalOptions,
+    catalogue: Catalogue,
+    counts: np.ndarray,
+    load_artefacts: Callable[[], Artefacts],
+    build_service: Callable[[Artefacts], ChatService],
+    notes: list[str],
+) -> list[System]:
+    artefacts = load_artefacts() if NEEDS_ARTEFACTS & set(options.systems) else None
+    if artefacts is not None and not np.array_equal(artefacts.catalogue.ids, catalogue.ids):
+        raise DataError("the trained artefacts were built on a different catalogue than the data loaded for eval")
+    linker = TitleLinker(catalogue, counts)
+    built: dict[str, System] = {}
+    retrieval = RetrievalSystem(artefacts.recommender) if artefacts is not None else None
+    for name in options.systems:
+        if name == "popularity":
+            built[name] = PopularitySystem(PopularityRecommender(catalogue, counts))
+            notes.append("popularity: ranks by number of MovieLens ratings.")
+        elif name == "retrieval":
+            built[name] = retrieval
+        elif name == "fusion":
+            built[name] = FusionSystem(artefacts.recommender, artefacts.ilm)
+            notes.append("fusion: CF and ITC weights are untuned defaults (1:1 on standardised scores).")
+        elif name == "text-llm":
+            from serving.engines.transformers import TransformersEngine
+
+            engine = TransformersEngine(artefacts.llm, artefacts.tokenizer)
+            built[name] = TextLLMSystem(engine, retrieval, catalogue, linker, seed=options.seed)
+        elif name == "dialogue":
+            built[name] = DialogueSystem(build_service(artefacts), seed=options.seed)
+        elif name == "endpoint":
+            built[name] = EndpointSystem(options.endpoint, linker, model=options.endpoint_model, seed=options.seed)
+        elif name == "logged":
+            built[name] = LoggedSystem(linker)
+    return [built[name] for name in options.systems]
+

@@ -1,0 +1,122 @@
+"""Train-or-load every artefact the service needs, cached under a fingerprint of the data and the settings.
+
+Layout of one run's folder (`<cache>/artifacts/<dataset>-<fingerprint>/`):
+`catalogue.json`, `retrieval/` (recommender + FAISS index), `ilm/` (Q-Former + adaptor, soft-token table),
+`metrics.json`, `report.md` and PNG plots. Each stage writes its `DONE` marker last, so an interrupted run
+resumes at the first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from app.settings import Settings
+from ilm_model.llm_loading import load_frozen_llm
+from ilm_model.modeling import ItemLanguageModel
+from ilm_model.soft_tokens import SoftTokenTable
+from ilm_model.train import train_ilm
+from retrieval.catalogue import Catalogue
+from retrieval.data import MovieLensData, load_movielens
+from retrieval.recommender import TwoTowerRecommender
+from retrieval.storage import write_atomic
+from retrieval.train import plot_history, train_retrieval
+
+log = logging.getLogger(__name__)
+
+ARTEFACT_FORMAT = 1
+DONE = "DONE"
+
+
+@dataclass
+class Artefacts:
+    """Everything `serving` needs, plus the metrics that produced it."""
+
+    directory: Path
+    catalogue: Catalogue
+    recommender: TwoTowerRecommender
+    ilm: ItemLanguageModel
+    soft_tokens: SoftTokenTable
+    llm: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    metrics: dict[str, Any]
+
+
+def fingerprint(settings: Settings, data: MovieLensData) -> str:
+    """Short hash of everything that changes the trained artefacts."""
+    content = int(pd.util.hash_pandas_object(data.ratings, index=False).sum())
+    key = {
+        "format": ARTEFACT_FORMAT,
+        "dataset": data.name,
+        "ratings": [len(data.ratings), content],
+        "items": len(data.catalogue),
+        "retrieval": settings.retrieval.model_dump(mode="json"),
+        "ilm": settings.ilm.model_dump(mode="json"),
+        "llm": settings.llm,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare(settings: Settings, progress: bool = True) -> Artefacts:
+    """Load the data, then load each cached stage or train it; return the servable artefacts."""
+    data = load_movielens(
+        settings.data.dataset, path=settings.data.path, cache_dir=settings.cache, download=settings.data.download
+    )
+    log.info("data: %s (%d ratings, %d movies)", data.source, len(data.ratings), len(data.catalogue))
+    root = settings.cache / "artifacts" / f"{data.name}-{fingerprint(settings, data)}"
+    root.mkdir(parents=True, exist_ok=True)
+    data.catalogue.save(root / "catalogue.json")
+    metrics = _read_metrics(root)
+
+    retrieval_dir = root / "retrieval"
+    if (retrieval_dir / DONE).is_file():
+        recommender = TwoTowerRecommender.load(retrieval_dir, data.catalogue)
+        log.info("retrieval: loaded %s", retrieval_dir)
+    else:
+        started = time.perf_counter()
+        result = train_retrieval(data, settings.retrieval, progress=progress)
+        recommender = result.recommender
+        recommender.save(retrieval_dir)
+        plot_history(result.history, root / "retrieval_training.png")
+        metrics["retrieval"] = {
+            "model": {name: m.model_dump() for name, m in result.metrics.items()},
+            "popularity": {name: m.model_dump() for name, m in result.popularity_metrics.items()},
+            "best_epoch": result.best_epoch,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        _write_metrics(root, metrics)
+        write_atomic(retrieval_dir / DONE, b"")
+
+    llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
+    ilm_dir = root / "ilm"
+    if (ilm_dir / DONE).is_file():
+        ilm = ItemLanguageModel.from_pretrained(ilm_dir / "model")
+        soft_tokens = SoftTokenTable.load(ilm_dir / "soft_tokens.safetensors")
+        log.info("ilm: loaded %s", ilm_dir)
+    else:
+        started = time.perf_counter()
+        result = train_ilm(data.catalogue, recommender.item_embeddings(), llm, tokenizer, settings.ilm, progress)
+        result.save(ilm_dir)
+        ilm, soft_tokens = result.model, result.soft_tokens
+        metrics["ilm"] = {**result.metrics, "seconds": round(time.perf_counter() - started, 1)}
+        _write_metrics(root, metrics)
+        write_atomic(ilm_dir / DONE, b"")
+
+    return Artefacts(root, data.catalogue, recommender, ilm, soft_tokens, llm, tokenizer, metrics)
+
+
+def _read_metrics(root: Path) -> dict[str, Any]:
+    path = root / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_metrics(root: Path, metrics: dict[str, Any]) -> None:
+    write_atomic(root / "metrics.json", json.dumps(metrics, indent=2).encode())

@@ -1,0 +1,89 @@
+"""The one settings object, read from (highest first) CLI overrides, `ILMREC_*` env vars, a YAML file, defaults.
+
+Nested fields use `__` in env vars: `ILMREC_SERVER__PORT=9000`, `ILMREC_RETRIEVAL__EPOCHS=5`.
+Packages below `app` take plain pydantic config sections from here; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+from ilm_model.configuration import ILMConfig
+from retrieval.config import RetrievalConfig
+from serving.config import ServingConfig
+
+DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-20m", "ml-25m"]
+
+
+class DataSettings(BaseModel):
+    """Which MovieLens data to train on and where it comes from."""
+
+    dataset: DatasetName = Field("ml-latest-small", description="MovieLens variant to train on.")
+    path: Path | None = Field(
+        None, description="A local folder in GroupLens format; when unset the data is downloaded into the cache."
+    )
+    download: bool = Field(True, description="Allow downloading from GroupLens (falls back to ML-100K offline).")
+
+
+class ServerSettings(BaseModel):
+    """Where the API and UI listen."""
+
+    host: str = Field("127.0.0.1", description="Bind address; loopback by default.")
+    port: int = Field(8000, ge=1, le=65535, description="Port for the API (/v1) and the UI (/).")
+    model_name: str = Field("ilmrec", description="Model id reported by /v1/models.")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="Accepted bearer keys; empty means no authentication (loopback use)."
+    )
+
+
+class Settings(BaseSettings):
+    """Everything `ilmrec` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="ILMREC_", env_nested_delimiter="__", extra="forbid")
+
+    cache_dir: Path = Field(Path("~/.cache/ilmrec"), description="Downloads, converted models and trained artefacts.")
+    llm: str = Field("bundled", description="Frozen chat LLM: `bundled` (SmolLM2-135M-Instruct) or a HF id or path.")
+    session_log: Path | None = Field(
+        None, description="Append-only JSONL log of every served turn; default <cache_dir>/logs/sessions.jsonl."
+    )
+    data: DataSettings = Field(default_factory=DataSettings)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    ilm: ILMConfig = Field(default_factory=ILMConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir.expanduser().resolve()
+
+    def masked_json(self) -> str:
+        """The effective settings as JSON, secrets masked."""
+        return json.dumps(json.loads(self.model_dump_json()), indent=2)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: `overrides` (the CLI's) > env > `config_file` (YAML) > defaults."""
+    if config_file is not None and not Path(config_file).is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class _Settings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+            if config_file is not None:
+                sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
+            return sources
+
+    return _Settings(**overrides)

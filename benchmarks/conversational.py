@@ -1,0 +1,73 @@
+"""Conversational benchmark: the evaluation harness on ReDial test-dev and INSPIRED test, ML-latest-small catalogue.
+
+    .venv/bin/python -m benchmarks.conversational [--limit N] [--systems popularity,retrieval,...] [--seed 0]
+
+Trains (or loads from the artefact cache) what the systems need through `app.pipeline.prepare`, runs
+`app.evaluation.command.evaluate_command`, and writes `benchmarks/results/conversational.json` (every figure)
+and `benchmarks/results/conversational.md` (the report, headed by the command that made it); plots, HTML and
+the entity mappings go to `benchmarks/results/conversational/`. Needs `../shared/data` (the team's machines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder (default ../shared/data)")
+    parser.add_argument("--systems", help="comma-separated systems (default: all in-process systems)")
+    parser.add_argument("--limit", type=int, help="a seeded random sample of N turns per dataset")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the turn sample and the systems (not training)")
+    parser.add_argument("--config", type=Path, help="an ilmrec settings YAML (as for `ilmrec train`)")
+    args = parser.parse_args(argv)
+
+    from app.commands import build_service
+    from app.evaluation.command import DEFAULT_SYSTEMS, EvalOptions, evaluate_command
+    from app.pipeline import prepare
+    from app.settings import load_settings
+    from retrieval.data import load_movielens
+
+    movielens = args.shared / "ml-latest-small"
+    redial = args.shared / "conversations" / "redial" / "test-dev.jsonl"
+    inspired = args.shared / "conversations" / "inspired" / "test.jsonl"
+    missing = [p for p in (movielens / "ratings.csv", redial, inspired) if not p.is_file()]
+    if missing:
+        print(f"missing {', '.join(map(str, missing))}: this benchmark needs ../shared/data", file=sys.stderr)
+        return 2
+
+    settings = load_settings(args.config, data={"dataset": "ml-latest-small", "path": movielens, "download": False})
+    out = RESULTS / "conversational"
+    options = EvalOptions(
+        redial=redial,
+        inspired=inspired,
+        systems=args.systems.split(",") if args.systems else list(DEFAULT_SYSTEMS),
+        limit=args.limit,
+        seed=args.seed,
+        out=out,
+    )
+    evaluate_command(
+        options,
+        load_data=lambda: load_movielens("ml-latest-small", path=movielens, download=False),
+        load_artefacts=lambda: prepare(settings),
+        build_service=lambda artefacts: build_service(settings, artefacts),
+    )
+    command = "python -m benchmarks.conversational " + shlex.join(argv if argv is not None else sys.argv[1:])
+    shutil.copyfile(out / "results.json", RESULTS / "conversational.json")
+    report = (out / "report.md").read_text().replace("](", "](conversational/")
+    (RESULTS / "conversational.md").write_text(f"Made by `{command.strip()}`.\n\n{report}")
+    print(f"wrote {RESULTS / 'conversational.json'} and {RESULTS / 'conversational.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The `ilmrec` command line: parsing, help, config show, one-line errors."""
+
+import json
+
+import pytest
+
+from app.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", [["run"], ["train"], ["chat"], ["config", "show"]])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "--data-path" in capsys.readouterr().out
+
+
+def test_config_show_prints_effective_settings(capsys):
+    assert main(["config", "show", "--llm", "my/model", "--dataset", "ml-100k"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["llm"] == "my/model"
+    assert shown["data"]["dataset"] == "ml-100k"
+
+
+def test_bad_data_path_is_one_line_error(tmp_path, capsys):
+    code = main(["train", "--data-path", str(tmp_path / "missing"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert "Traceback" not in err

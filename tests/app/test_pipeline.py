@@ -1,0 +1,42 @@
+"""The main job end to end on synthetic data and a tiny LLM: train, cache, reload, answer a chat turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.commands import build_service
+from app.pipeline import prepare
+from serving.api.protocol import ChatMessage
+
+def test_prepare_trains_then_reloads_from_cache(tiny_settings):
+    first = prepare(tiny_settings, progress=False)
+    assert (first.directory / "retrieval" / "DONE").is_file()
+    assert (first.directory / "ilm" / "DONE").is_file()
+    assert (first.directory / "retrieval_training.png").stat().st_size > 0
+    retrieval = first.metrics["retrieval"]
+    assert set(retrieval) >= {"model", "popularity", "seconds"}
+    assert len(first.soft_tokens.lookup([int(first.catalogue.ids[0])])[0]) == 2  # K soft tokens per item
+
+    second = prepare(tiny_settings, progress=False)
+    assert second.directory == first.directory
+    assert second.metrics == first.metrics
+    ids = [int(i) for i in first.catalogue.ids[:5]]
+    assert (second.recommender.recommend(ids[:2], k=5)[0] == first.recommender.recommend(ids[:2], k=5)[0]).all()
+
+
+def test_served_turn_recommends_catalogue_movies(tiny_settings):
+    artefacts = prepare(tiny_settings, progress=False)
+    service = build_service(tiny_settings, artefacts)
+    turn = service.chat(None, [ChatMessage(role="user", content="I loved Toy Story and Finding Nemo")])
+    assert turn.recommendations
+    assert all(rec.item_id in artefacts.catalogue for rec in turn.recommendations)
+    mentioned = {1, 2}  # Toy Story, Finding Nemo in the synthetic catalogue
+    assert not mentioned & {rec.item_id for rec in turn.recommendations}
+
+
+def test_changed_settings_train_into_a_new_folder(tiny_settings):
+    first = prepare(tiny_settings, progress=False)
+    changed = tiny_settings.model_copy(update={"retrieval": tiny_settings.retrieval.model_copy(update={"epochs": 2})})
+    assert prepare(changed, progress=False).directory != first.directory
