@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
+from app.evaluation.options import add_arguments as add_eval_arguments
+
 console = Console(stderr=True)
 
 
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="chat in the terminal with the trained system")
     _add_common(chat)
+
+    evaluate = sub.add_parser("eval", help="replay logged conversations (ReDial, INSPIRED, our log) and report")
+    _add_common(evaluate)
+    add_eval_arguments(evaluate)
 
     config = sub.add_parser("config", help="settings")
     config_sub = config.add_subparsers(dest="config_command", required=True)

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app.pipeline import Artefacts, prepare
+from app.pipeline import Artefacts, load_data, prepare
 from app.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,8 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
     if command == "config":
         out.print_json(settings.masked_json())
         return 0
+    if command == "eval":
+        return _evaluate(settings, args)
     artefacts = prepare(settings)
     print_metrics(artefacts)
     if command == "train":
@@ -33,6 +35,20 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
     from app.server import serve
 
     return serve(settings, build_service(settings, artefacts))
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.evaluation.command import evaluate_command
+    from app.evaluation.options import EvalOptions
+
+    options = EvalOptions.from_args(args)
+    evaluate_command(
+        options,
+        load_data=lambda: load_data(settings),
+        load_artefacts=lambda: prepare(settings),
+        build_service=lambda artefacts: build_service(settings, artefacts),
+    )
+    return 0
 
 
 def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.service.ChatService

@@ -65,11 +65,16 @@ def fingerprint(settings: Settings, data: MovieLensData) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare(settings: Settings, progress: bool = True) -> Artefacts:
-    """Load the data, then load each cached stage or train it; return the servable artefacts."""
-    data = load_movielens(
+def load_data(settings: Settings) -> MovieLensData:
+    """The MovieLens data the settings name (a given folder, the download cache, or the bundled ML-100K)."""
+    return load_movielens(
         settings.data.dataset, path=settings.data.path, cache_dir=settings.cache, download=settings.data.download
     )
+
+
+def prepare(settings: Settings, progress: bool = True) -> Artefacts:
+    """Load the data, then load each cached stage or train it; return the servable artefacts."""
+    data = load_data(settings)
     log.info("data: %s (%d ratings, %d movies)", data.source, len(data.ratings), len(data.catalogue))
     root = settings.cache / "artifacts" / f"{data.name}-{fingerprint(settings, data)}"
     root.mkdir(parents=True, exist_ok=True)

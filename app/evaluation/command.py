@@ -1,6 +1,6 @@
 """`ilmrec eval`: import the conversations, build the requested systems, replay, report.
 
-The CLI registers the flags with `add_arguments(parser)`, turns them into `EvalOptions.from_args(args)` and
+The CLI registers the flags with `options.add_arguments(parser)`, turns them into `EvalOptions.from_args(args)` and
 calls `evaluate_command(options, load_data, load_artefacts, build_service)`. The loaders are only called
 when a requested system needs them: `popularity`, `endpoint` and `logged` need just the MovieLens data;
 `retrieval`, `fusion`, `text-llm` and `dialogue` need the trained artefacts (`app.pipeline.prepare`).
@@ -8,18 +8,17 @@ when a requested system needs them: `popularity`, `endpoint` and `logged` need j
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator, model_validator
 from rich.console import Console
 
 from app.evaluation.importers import EvalTurn, ImportedDataset, import_crs, import_session_log, popularity_counts
-from app.evaluation.replay import DEFAULT_K, EvaluationResult, run_evaluation
+from app.evaluation.options import NEEDS_ARTEFACTS, EvalOptions
+from app.evaluation.replay import EvaluationResult, run_evaluation
 from app.evaluation.report import format_table, write_report
 from app.evaluation.systems import (
     DialogueSystem,
@@ -43,68 +42,6 @@ if TYPE_CHECKING:
     from serving.service import ChatService
 
 log = logging.getLogger(__name__)
-
-SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue", "endpoint", "logged")
-DEFAULT_SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue")
-NEEDS_ARTEFACTS = frozenset({"retrieval", "fusion", "text-llm", "dialogue"})
-
-
-class EvalOptions(BaseModel):
-    """What `ilmrec eval` was asked to do."""
-
-    redial: Path | None = Field(None, description="A CRSLab-style ReDial file (entity2id.json beside it).")
-    inspired: Path | None = Field(None, description="A CRSLab-style INSPIRED file (entity2id.json beside it).")
-    log: Path | None = Field(None, description="Our own session log (JSONL).")
-    systems: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSTEMS), description=f"Any of {', '.join(SYSTEMS)}.")
-    limit: int | None = Field(None, ge=1, description="Evaluate a seeded random sample of this many turns per dataset.")
-    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (e.g. http://host:8000/v1).")
-    endpoint_model: str = Field("ilmrec", description="Model name sent to the endpoint.")
-    out: Path = Field(Path("eval-report"), description="Folder for the report, results.json, plots, mappings.")
-    seed: int = Field(0, description="Seeds the turn sample and every system.")
-    k_list: list[int] = Field(default_factory=lambda: list(DEFAULT_K), description="Cut-offs for Recall/NDCG/MRR.")
-    progress: bool = Field(True, description="Show a progress bar over turns.")
-
-    @field_validator("systems")
-    @classmethod
-    def _known_systems(cls, systems: list[str]) -> list[str]:
-        unknown = [s for s in systems if s not in SYSTEMS]
-        if unknown:
-            raise ValueError(f"unknown system(s) {unknown}; choose from {', '.join(SYSTEMS)}")
-        if not systems:
-            raise ValueError("name at least one system")
-        return list(dict.fromkeys(systems))
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EvalOptions:
-        if not (self.redial or self.inspired or self.log):
-            raise ValueError("give at least one dataset: --redial PATH, --inspired PATH or --log PATH")
-        if "endpoint" in self.systems and not self.endpoint:
-            raise ValueError("the endpoint system needs --endpoint URL")
-        if "logged" in self.systems and not self.log:
-            raise ValueError("the logged system replays a session log: give --log PATH")
-        return self
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> EvalOptions:
-        given = {k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None}
-        if isinstance(given.get("systems"), str):
-            given["systems"] = [s.strip() for s in given["systems"].split(",") if s.strip()]
-        if args.endpoint and "systems" not in given:
-            given["systems"] = [*DEFAULT_SYSTEMS, "endpoint"]
-        return cls(**given)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `ilmrec eval` flags (the CLI adds its common ones: --config, --data-path, --seed, ...)."""
-    parser.add_argument("--redial", type=Path, help="CRSLab-style ReDial JSONL (entity2id.json beside it)")
-    parser.add_argument("--inspired", type=Path, help="CRSLab-style INSPIRED JSONL (entity2id.json beside it)")
-    parser.add_argument("--log", type=Path, help="an ilmrec session log (JSONL) to replay")
-    parser.add_argument("--systems", help=f"comma-separated, from {', '.join(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)})")
-    parser.add_argument("--limit", type=int, help="evaluate a seeded random sample of N turns per dataset")
-    parser.add_argument("--endpoint", help="base URL of an OpenAI-compatible API to evaluate as system 'endpoint'")
-    parser.add_argument("--endpoint-model", help="model name to send to --endpoint (default ilmrec)")
-    parser.add_argument("--out", type=Path, help="report folder (default ./eval-report)")
-
 
 def evaluate_command(
     options: EvalOptions,

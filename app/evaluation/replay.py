@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from app.evaluation.entity_linking import LinkingStats
 from app.evaluation.importers import EvalTurn
 from app.evaluation.logs import MalformedLine
+from app.evaluation.options import DEFAULT_K
 from app.evaluation.metrics import (
     METRICS,
     MeanStderr,
@@ -43,7 +44,6 @@ from app.evaluation.metrics import (
 from app.evaluation.systems import System, SystemContext, SystemFailure
 from retrieval.catalogue import Catalogue
 
-DEFAULT_K = (1, 5, 10, 20, 50)
 MODES = ("seen_excluded", "seen_kept")
 CONDITIONS = ("rec", "dis", "all")
 REPEAT_K = 10

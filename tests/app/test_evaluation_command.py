@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-from app.evaluation.command import EvalOptions, add_arguments, evaluate_command
+from app.evaluation.command import evaluate_command
+from app.evaluation.options import EvalOptions, add_arguments
 from retrieval.data import load_movielens
 from retrieval.errors import DataError
 from serving.session_log import SessionLogRecord, SessionLogWriter
