@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from retrieval.config import LossKind, RankEstimator, SamplingKind
-from retrieval.rank_estimators import harmonic_weight, ndcg_gain, rank_weight
+from retrieval.rank_estimators import harmonic_weight, ndcg_gain_at, rank_weight
 
 MASK_VALUE = -1e9  # large finite logit for removed candidates (never -inf: keeps softmax gradients finite)
 
@@ -73,15 +73,16 @@ def lambda_weights(
 
     One relevant item, so IDCG = 1. r_i: from the positive's violators among the m_b valid negatives.
     r_j = 1[s_i > s_j] + (estimated rank of j among the other n - 1 items, from the m_b - 1 other negatives):
-    the positive is one known item, the rest is sampled, scaled the same way.
+    the positive is one known item, the rest is sampled, scaled the same way. Invalid pairs weigh exactly 0
+    (also in a row with no valid negative, where scaled's 0/0 would otherwise leak NaN into the loss).
     """
-    gain = lambda rank: ndcg_gain(rank, cutoff)  # noqa: E731
+    gain = ndcg_gain_at(cutoff)
     m = valid.sum(-1).float()
     g_pos = rank_weight(violator_count(violations(pos, neg, valid), importance), m, n_items, gain, estimator)
     v_neg = negative_violator_count(neg, valid, importance)
     positive_above = (pos[:, None] > neg).float()
     g_neg = rank_weight(v_neg, (m - 1).clamp(min=1)[:, None], n_items - 1, gain, estimator, positive_above)
-    return (g_pos[:, None] - g_neg).abs() * valid
+    return torch.where(valid, (g_pos[:, None] - g_neg).abs(), 0.0)
 
 
 def warp_loss(
@@ -95,13 +96,15 @@ def warp_loss(
 ) -> torch.Tensor:
     """Sampled-batch WARP: mean_b Phi(r_b) * mean_{k violator} max(0, margin - s_i + s_jk); 0 when v_b = 0.
 
-    Violators: s_jk + margin > s_i. r_b is estimated from them by `estimator`.
+    Violators: s_jk + margin > s_i. r_b is estimated from them by `estimator`. A row whose negatives are all
+    accidental hits has no violator and contributes 0 (its rank estimate, e.g. scaled's 0/0, is never used).
     """
     violated = violations(pos, neg, valid, margin)
     n_violators = violated.sum(-1)
     with torch.no_grad():
         v = violator_count(violated, importance)
         weight = harmonic_rank_weight(v, valid.sum(-1).float(), n_items, estimator)
+        weight = torch.where(n_violators > 0, weight, 0.0)
     hinge = F.relu(margin - pos[:, None] + neg) * violated
     mean_hinge = hinge.sum(-1) / n_violators.clamp(min=1)
     return (weight * mean_hinge).mean()

@@ -47,6 +47,18 @@ def ndcg_at_k(ranked: np.ndarray, targets: Sequence[np.ndarray], k: int) -> np.n
     return dcg / ideal[sizes - 1]
 
 
+def top_rows(scores: torch.Tensor, exclude: Sequence[np.ndarray], depth: int) -> np.ndarray:
+    """`[U, min(depth, n_items)]` item rows by descending score, `exclude[u]` (the fold-in) ranked last.
+
+    Deterministic: ties go to the lower row (a stable sort), so a popularity ranking is reproduced exactly.
+    """
+    scores = scores.detach().clone()
+    for u, rows in enumerate(exclude):
+        scores[u, torch.as_tensor(rows, dtype=torch.long)] = -torch.inf
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return order[:, :depth].numpy()
+
+
 def summarize(values: np.ndarray) -> MetricEstimate:
     """Mean and standard error of per-user values."""
     stderr = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
@@ -62,17 +74,15 @@ def evaluate(
 ) -> dict[str, MetricEstimate]:
     """`recall@k` for each k and `ndcg@{ndcg_k}` of fold-in scores over the whole catalogue.
 
-    Each user's fold-in items are excluded from the ranking; ties fall to torch.topk's order.
+    Each user's fold-in items are excluded from the ranking (see `top_rows`).
     """
     depth = max([*recall_ks, ndcg_k])
     ranked = []
     for start in range(0, len(users), batch_size):
         fold_in = users.fold_in[start : start + batch_size]
         with torch.no_grad():
-            scores = score_fn(Bags.pack(fold_in)).clone()
-        for u, rows in enumerate(fold_in):
-            scores[u, torch.tensor(rows, dtype=torch.long)] = -torch.inf
-        ranked.append(torch.topk(scores, min(depth, scores.shape[1]), dim=1).indices.numpy())
+            scores = score_fn(Bags.pack(fold_in))
+        ranked.append(top_rows(scores, fold_in, depth))
     top = np.concatenate(ranked)
     result = {f"recall@{k}": summarize(recall_at_k(top, users.targets, k)) for k in recall_ks}
     result[f"ndcg@{ndcg_k}"] = summarize(ndcg_at_k(top, users.targets, ndcg_k))

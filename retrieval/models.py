@@ -6,6 +6,7 @@ history starts, `weights [N]` per item (1 = liked, negative = disliked). A bag i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +39,19 @@ class Bags:
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
 
+    def bag_of_entries(self) -> torch.Tensor:
+        """`[N]` the bag (user) each entry of `rows` belongs to."""
+        return torch.bucketize(torch.arange(len(self.rows)), self.offsets, right=True) - 1
+
+    def histories(self) -> list[np.ndarray]:
+        """The packed item rows again, one array per bag (the inverse of `pack`)."""
+        bounds = torch.cat([self.offsets, torch.tensor([len(self.rows)])]).tolist()
+        rows = self.rows.numpy()
+        return [rows[a:b] for a, b in itertools.pairwise(bounds)]
+
     def weight_mass(self) -> torch.Tensor:
         """`[U]` sum_h |w_h| per bag (0 for an empty bag)."""
-        bag_of = torch.bucketize(torch.arange(len(self.rows)), self.offsets, right=True) - 1
-        return torch.zeros(len(self)).index_add_(0, bag_of, self.weights.abs())
+        return torch.zeros(len(self)).index_add_(0, self.bag_of_entries(), self.weights.abs())
 
 
 class BagOfItemsTwoTower(nn.Module):

@@ -46,6 +46,12 @@ def ndcg_gain(rank: torch.Tensor, cutoff: int | None = None) -> torch.Tensor:
     return gain if cutoff is None else torch.where(rank <= cutoff, gain, torch.zeros_like(gain))
 
 
+@lru_cache(maxsize=16)
+def ndcg_gain_at(cutoff: int | None) -> WeightFn:
+    """`ndcg_gain` with a fixed cutoff, one function object per cutoff (so posterior tables can be memoised)."""
+    return lambda rank: ndcg_gain(rank, cutoff)
+
+
 @lru_cache(maxsize=8)
 def _legendre(n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
     nodes, weights = np.polynomial.legendre.leggauss(n_nodes)
@@ -85,27 +91,35 @@ def posterior_expected_weight(
     return (mass * weight_fn(rank)).sum(-1) / mass.sum(-1)
 
 
+TABLE_ENTRIES = 1 << 18  # largest memoised (v, m, offset) table: m up to ~360 with offsets 0 and 1
+
+
+@lru_cache(maxsize=16)
+def _posterior_table(weight_fn: WeightFn, n: float, max_m: int, max_offset: int) -> torch.Tensor:
+    """`[max_m + 1, max_m + 1, max_offset + 1]` posterior_expected_weight(v, m, n, weight_fn, offset) at integer
+    v, m, offset (entries with v > m are unused). Memoised: training asks for the same table at every step."""
+    v, m, offset = torch.meshgrid(
+        torch.arange(max_m + 1.0), torch.arange(max_m + 1.0), torch.arange(max_offset + 1.0), indexing="ij"
+    )
+    return posterior_expected_weight(v, m, n, weight_fn, offset)
+
+
 def _posterior_lookup(
     v: torch.Tensor, m: torch.Tensor | float, n: torch.Tensor | float, weight_fn: WeightFn, offset: torch.Tensor | float
 ) -> torch.Tensor:
-    """posterior_expected_weight, evaluated on the small grid of integer (v, m, offset) a batch can hold and
-    gathered (uniform sampling gives integer counts). Falls back to direct evaluation for fractional counts,
-    a per-element n, or a grid larger than the input.
+    """posterior_expected_weight, gathered from a memoised table of integer (v, m, offset) (uniform sampling
+    gives integer counts; the table is sized by the next power of two above max m). Falls back to direct
+    evaluation for fractional or negative counts, a per-element n, or a table above TABLE_ENTRIES.
     """
     v, m, offset = torch.broadcast_tensors(*(torch.as_tensor(x, dtype=torch.float32) for x in (v, m, offset)))
     n = torch.as_tensor(n, dtype=torch.float32)
     integral = all(torch.equal(x, x.round()) for x in (v, m, offset)) and n.numel() == 1 and v.numel() > 0
-    if integral:
-        v_i, m_i, o_i = v.long(), m.long(), offset.long()
-        m_lo, o_lo = int(m_i.min()), int(o_i.min())
-        shape = (int(v_i.max()) + 1, int(m_i.max()) - m_lo + 1, int(o_i.max()) - o_lo + 1)
-        if v_i.min() >= 0 and shape[0] * shape[1] * shape[2] <= v.numel():
-            grid_v, grid_m, grid_o = torch.meshgrid(
-                torch.arange(shape[0]), torch.arange(m_lo, m_lo + shape[1]), torch.arange(o_lo, o_lo + shape[2]),
-                indexing="ij",
-            )  # fmt: skip
-            table = posterior_expected_weight(grid_v.float(), grid_m.float(), n, weight_fn, grid_o.float())
-            return table[v_i, m_i - m_lo, o_i - o_lo]
+    if integral and min(v.min(), m.min(), offset.min()) >= 0:
+        max_m = 1 << (max(int(m.max()), int(v.max()), 1) - 1).bit_length()  # next power of two
+        max_offset = int(offset.max())
+        if (max_m + 1) ** 2 * (max_offset + 1) <= TABLE_ENTRIES:
+            table = _posterior_table(weight_fn, float(n), max_m, max_offset)
+            return table[v.long(), m.long(), offset.long()]
     return posterior_expected_weight(v, m, n, weight_fn, offset)
 
 

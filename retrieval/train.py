@@ -19,6 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
+from retrieval.baselines import popularity_scores
 from retrieval.config import RetrievalConfig
 from retrieval.data import MovieLensData, implicit_positives
 from retrieval.errors import ModelFitError
@@ -112,7 +113,7 @@ def train_retrieval(data: MovieLensData, config: RetrievalConfig, progress: bool
     model.load_state_dict(best_state)
     model.eval()
     metrics = evaluate(_model_scores(model), split.test, config.recall_ks, config.ndcg_k)
-    popularity_metrics = evaluate(_popularity_scores(counts), split.test, config.recall_ks, config.ndcg_k)
+    popularity_metrics = evaluate(popularity_scores(counts), split.test, config.recall_ks, config.ndcg_k)
     logger.info("best epoch %d; test %s; popularity %s", best_epoch, _fmt(metrics), _fmt(popularity_metrics))
     recommender = TwoTowerRecommender(data.catalogue, model, config, counts)
     return RetrievalTrainResult(recommender, metrics, popularity_metrics, history, best_epoch, split)
@@ -193,11 +194,6 @@ def _fold_in_rehearsal(
 
 def _model_scores(model: RetrievalModel) -> ScoreFn:
     return lambda bags: model.fold_in(bags) @ model.item_vectors().T
-
-
-def _popularity_scores(counts: np.ndarray) -> ScoreFn:
-    scores = torch.from_numpy(counts.astype(np.float32))
-    return lambda bags: scores.expand(len(bags), -1)
 
 
 def _fmt(metrics: dict[str, MetricEstimate]) -> str:

@@ -172,3 +172,20 @@ def test_popularity_sampling_uses_importance_weights():
     importance = torch.exp(-log_q) / (N_ITEMS - 1)
     expected = lambdarank_loss(POS, NEG, VALID, N_ITEMS, "scaled", None, importance)
     assert weighted.item() == pytest.approx(expected.item()) and weighted.item() != pytest.approx(plain.item())
+
+
+@pytest.mark.parametrize("kind", ["lambdarank", "warp", "softmax", "bpr"])
+@pytest.mark.parametrize("estimator", ["sampled", "scaled", "smoothed", "posterior"])
+def test_a_row_whose_negatives_are_all_hits_adds_nothing(kind, estimator):
+    """Small m makes this common for heavy users; scaled's 0/0 rank must not turn the loss into NaN."""
+    loss = SampledBatchLoss(kind, N_ITEMS, estimator)
+    log_q = torch.full((3,), -math.log(N_ITEMS))
+    all_hits = torch.tensor([[True, True, True], [False, False, False]])
+    pos, neg = POS.clone().requires_grad_(), NEG.clone().requires_grad_()
+    both = loss(pos, neg, all_hits, log_q[:2], log_q)
+    both.backward()
+    first_only = loss(POS[:1], NEG[:1], all_hits[:1], log_q[:1], log_q)
+    assert torch.isfinite(both) and torch.isfinite(pos.grad).all() and torch.isfinite(neg.grad).all()
+    assert neg.grad[1].abs().sum() == 0
+    if kind in ("lambdarank", "warp"):  # a mean over rows: the empty row adds 0 and halves the mean
+        assert both.item() == pytest.approx(first_only.item() / 2, rel=1e-6)

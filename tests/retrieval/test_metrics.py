@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.metrics import evaluate, ndcg_at_k, recall_at_k, summarize
+from retrieval.baselines import popularity_scores
+from retrieval.catalogue import Catalogue, Movie
+from retrieval.metrics import evaluate, ndcg_at_k, recall_at_k, summarize, top_rows
+from retrieval.recommender import PopularityRecommender
 from retrieval.splits import HeldOutUsers
 
 
@@ -62,3 +65,29 @@ def test_evaluate_batches_give_the_same_answer():
     batched = evaluate(score_fn, users, (5,), 10, batch_size=2)
     whole = evaluate(lambda bags: table, users, (5,), 10)
     assert batched == whole
+
+
+def test_top_rows_breaks_ties_by_row_and_ranks_exclusions_last():
+    scores = torch.tensor([[1.0, 3.0, 3.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    ranked = top_rows(scores, [np.array([2]), np.array([0, 1])], depth=5)
+    assert ranked.tolist() == [[1, 4, 0, 3, 2], [2, 3, 4, 0, 1]]
+    assert top_rows(scores, [np.array([], np.int64)] * 2, depth=2).tolist() == [[1, 2], [0, 1]]
+
+
+def test_popularity_is_reproduced_exactly_through_the_recommender():
+    """evaluate() on popularity scores == PopularityRecommender.recommend (ids, history filtered) + per-user
+    metrics, with many tied counts."""
+    rng = np.random.default_rng(3)
+    n_items = 50
+    catalogue = Catalogue(Movie(item_id=10 * i + 7, title=f"m{i}") for i in range(n_items))
+    counts = rng.integers(0, 4, size=n_items)  # heavy ties
+    users = HeldOutUsers(
+        np.arange(20),
+        [rng.choice(n_items, 6, replace=False) for _ in range(20)],
+        [rng.choice(n_items, 3, replace=False) for _ in range(20)],
+    )
+    got = evaluate(popularity_scores(counts), users, (5,), 10)
+    recommender = PopularityRecommender(catalogue, counts)
+    ranked = np.stack([catalogue.rows(recommender.recommend(catalogue.ids[f], k=10)[0]) for f in users.fold_in])
+    assert got["recall@5"] == summarize(recall_at_k(ranked, users.targets, 5))
+    assert got["ndcg@10"] == summarize(ndcg_at_k(ranked, users.targets, 10))

@@ -14,6 +14,8 @@ def test_bags_pack_offsets_and_weights():
     assert bags.rows.tolist() == [3, 1, 2]
     assert bags.offsets.tolist() == [0, 2, 2]
     assert bags.weight_mass().tolist() == [3.0, 0.0, 0.5]
+    assert bags.bag_of_entries().tolist() == [0, 0, 2]
+    assert [h.tolist() for h in bags.histories()] == [[3, 1], [], [2]]
     with pytest.raises(ValueError, match="one per item"):
         Bags.pack([np.array([1, 2])], [np.array([1.0])])
 

@@ -115,3 +115,69 @@ def test_posterior_lookup_equals_direct_evaluation(fractional):
     fast = rank_weight(v, m, 3000, ndcg_gain, "posterior", offset)
     direct = posterior_expected_weight(v, m, 3000, ndcg_gain, offset)
     assert torch.allclose(fast, direct, atol=1e-7)
+
+
+def _brute_force_draws(n: int, m: int, draws: int, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Every item of a random n-item problem as the positive: (true ranks [n], v [n, draws]) from full ranking
+    and `draws` uniform samples of m negatives among the other n - 1 items."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=n)
+    ranks, counts = [], []
+    for positive in range(n):
+        rank, v = _sampled_violators(scores, positive, m, draws, rng)
+        ranks.append(rank)
+        counts.append(v)
+    return np.array(ranks), torch.stack(counts)
+
+
+def test_estimator_bias_and_variance_against_full_ranking():
+    """Point estimates of the rank over many draws: scaled is unbiased, sampled shrinks the rank by m / (n - 1),
+    smoothed has the known bias towards the middle and less variance than scaled."""
+    n, m, draws = 60, 8, 20_000
+    true, v = _brute_force_draws(n, m, draws, seed=0)
+    p = torch.from_numpy((true - 1) / (n - 1)).float()
+    expected = {
+        "sampled": 1 + m * p,
+        "scaled": torch.from_numpy(true).float(),
+        "smoothed": 1 + (n - 1) * (m * p + 1) / (m + 2),
+    }
+    estimates = {
+        name: fn(v, m, n)
+        for name, fn in (("sampled", sampled_rank), ("scaled", scaled_rank), ("smoothed", smoothed_rank))
+    }
+    for name, estimate in estimates.items():
+        stderr = estimate.std(1) / math.sqrt(draws)
+        assert torch.all((estimate.mean(1) - expected[name]).abs() <= 4 * stderr + 1e-4), name
+    variance = {name: estimate.var(1) for name, estimate in estimates.items()}
+    exact_scaled_variance = ((n - 1) / m) ** 2 * m * p * (1 - p)
+    assert torch.allclose(variance["scaled"], exact_scaled_variance, rtol=0.05, atol=1e-3)
+    assert torch.allclose(variance["smoothed"], variance["scaled"] * (m / (m + 2)) ** 2, rtol=1e-4, atol=1e-4)
+    assert (estimates["sampled"].mean(1) - torch.from_numpy(true)).abs().mean() > 20  # biased by ~(n - m) p
+
+
+@pytest.mark.parametrize("weight_fn", [ndcg_gain, harmonic_weight], ids=["ndcg_gain", "harmonic"])
+def test_posterior_weight_has_the_lowest_error_over_all_ranks(weight_fn):
+    """Mean squared error of each estimator's weight against the weight of the true rank, averaged over every
+    item of a brute-force problem (true ranks uniform on 1..n, the Beta(1, 1) prior): the posterior expectation
+    is the Bayes estimator there, so it must win; smoothed beats scaled, which beats sampled."""
+    n, m, draws = 60, 8, 4_000
+    true, v = _brute_force_draws(n, m, draws, seed=1)
+    target = weight_fn(torch.from_numpy(true).float())[:, None]
+    mse = {
+        name: ((rank_weight(v, m, n, weight_fn, name) - target) ** 2).mean().item()
+        for name in ("sampled", "scaled", "smoothed", "posterior")
+    }
+    assert mse["posterior"] < mse["smoothed"] < mse["scaled"] < mse["sampled"]
+    assert mse["posterior"] < 0.95 * mse["smoothed"]
+
+
+def test_posterior_table_is_memoised_per_weight_function_and_size():
+    from retrieval.rank_estimators import _posterior_table, ndcg_gain_at
+
+    assert ndcg_gain_at(10) is ndcg_gain_at(10) and ndcg_gain_at(10) is not ndcg_gain_at(None)
+    v = torch.tensor([[0.0, 3.0], [7.0, 100.0]])
+    first = rank_weight(v, 100, 5000, ndcg_gain_at(10), "posterior")
+    hits = _posterior_table.cache_info().hits
+    again = rank_weight(v, 100, 5000, ndcg_gain_at(10), "posterior")
+    assert _posterior_table.cache_info().hits == hits + 1 and torch.equal(first, again)
+    assert torch.allclose(first, posterior_expected_weight(v, 100, 5000, ndcg_gain_at(10)), atol=1e-7)
