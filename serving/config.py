@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class RankingConfig(BaseModel):
@@ -38,3 +42,41 @@ class ServingConfig(BaseModel):
         400, ge=1, description="The latest user message is cut to this many characters inside the LLM prompt."
     )
     ranking: RankingConfig = Field(default_factory=RankingConfig)
+    engine: Literal["transformers", "vllm", "vllm-remote"] = Field(
+        "transformers",
+        description="LLM engine: in-process transformers; in-process vLLM (needs `vllm`, e.g. the `make vllm` "
+        "venv); or a vLLM server at `vllm_url` started with --enable-prompt-embeds (docs/vllm.md).",
+    )
+    vllm_url: str = Field(
+        "http://127.0.0.1:8001",
+        pattern=r"^https?://",
+        description="Base URL of the vLLM OpenAI-compatible server (engine `vllm-remote`); keep it on loopback "
+        "or a private network.",
+    )
+    vllm_max_model_len: int = Field(
+        2048, ge=64, description="Context length of the in-process vLLM engine (prompt plus reply tokens)."
+    )
+
+
+class SessionStoreConfig(BaseModel):
+    """Where conversations live between turns (`serving.session_store.open_session_store`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        "memory",
+        description="`memory` (in-process, lost on restart) or a Redis URL such as redis://127.0.0.1:6379/0, "
+        "which several API processes can share. Put the password in `password`, not in the URL.",
+    )
+    password: SecretStr | None = Field(None, description="Redis password (AUTH); None when Redis has none.")
+    ttl_s: float = Field(3600.0, gt=0, description="A session expires this many seconds after its last write.")
+    max_sessions: int = Field(10_000, ge=1, description="Memory store only: past this, the least recent goes.")
+    key_prefix: str = Field("ilmrec:session:", min_length=1, description="Redis only: prefix of session keys.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        if url != "memory" and not url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"session store must be `memory` or a URL starting with {' or '.join(REDIS_SCHEMES)}, "
+                             f"got {url!r}")
+        return url

@@ -40,6 +40,9 @@ STATE_VERSION = 1
 
 Mood = Literal["darker", "lighter"]
 
+FeedbackKind = Literal["like", "dislike", "seen", "not_interested"]
+"""A person's verdict on one movie, given outside the text (the UI's card buttons), see `apply_feedback`."""
+
 MOOD_GENRES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # mood: (genres it prefers, genres it pushes away)
     "darker": (
@@ -140,6 +143,7 @@ class DialogueState(BaseModel):
     year_min: int | None = Field(None, description="Earliest release year wanted (inclusive).")
     year_max: int | None = Field(None, description="Latest release year wanted (inclusive).")
     recommended: list[int] = Field(default_factory=list, description="Everything already recommended.")
+    seen: list[int] = Field(default_factory=list, description="Marked as already watched (never recommended).")
 
 
 def update_state(state: DialogueState, user_text: str, linker: TitleLinker, catalogue: Catalogue) -> DialogueState:
@@ -165,6 +169,24 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
             exclude_genres=exclude, mood=mood, year_min=year_min, year_max=year_max,
         )
     )
+
+
+def apply_feedback(state: DialogueState, item_id: int, kind: FeedbackKind) -> DialogueState:
+    """The state after a verdict on `item_id` (the input state is not modified).
+
+    "like" puts the movie in `liked` (folded in with weight +1 from the next turn on); "dislike" and
+    "not_interested" put it in `disliked` (pushed away); a later verdict replaces an earlier one, as in
+    `update_state`. "seen" adds it to `seen`, which only excludes it. Every kind keeps it from being
+    recommended again.
+    """
+    liked, disliked, seen = list(state.liked), list(state.disliked), list(state.seen)
+    if kind == "like":
+        _move(item_id, to=liked, away=disliked)
+    elif kind in ("dislike", "not_interested"):
+        _move(item_id, to=disliked, away=liked)
+    elif item_id not in seen:
+        seen.append(item_id)
+    return state.model_copy(update=dict(liked=liked, disliked=disliked, seen=seen))
 
 
 def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[bool]:
@@ -270,7 +292,7 @@ def candidates(
     """
     config = config or RankingConfig()
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
-    seen = set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
+    seen = set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked) | set(state.seen)
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
 
     pool: list[int] = []

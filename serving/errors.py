@@ -77,5 +77,27 @@ class EngineUnavailableError(ServingError, RuntimeError):
     code = "engine_unavailable"
 
 
+class SessionStoreUnavailableError(ServingError, ConnectionError):
+    """The session store (e.g. Redis) cannot be reached right now."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "session_store_unavailable"
+
+
+class SessionConflictError(ServingError, RuntimeError):
+    """Too many concurrent turns kept changing one session while this turn tried to save it."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "session_busy"
+
+
+class CorruptSessionError(ServingError, ValueError):
+    """A stored session record is unreadable: not JSON, another schema version, or not written by ilmrec."""
+
+    code = "session_corrupt"
+
+
 class ConfigurationError(ServingError, ValueError):
     """The served artefacts do not fit together (e.g. soft-token width != the LLM's hidden size)."""

@@ -13,6 +13,8 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 from pydantic import BaseModel
@@ -23,13 +25,21 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.recommender import PopularityRecommender, Recommender
 from serving.api.protocol import ChatMessage, Recommendation, UsageInfo
 from serving.config import ServingConfig
-from serving.dialogue import MOOD_GENRES, DialogueState, candidates, update_state, year_range_text
+from serving.dialogue import (
+    MOOD_GENRES,
+    DialogueState,
+    FeedbackKind,
+    apply_feedback,
+    candidates,
+    update_state,
+    year_range_text,
+)
 from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.linking import TitleLinker
 from serving.prompts import build_prompt
 from serving.session_log import SessionLogRecord, SessionLogWriter
-from serving.session_store import SESSION_ID_PATTERN, SessionStore, TurnRecord
+from serving.session_store import SESSION_ID_PATTERN, Session, SessionChange, SessionStore, TurnRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,15 @@ class ChatTurn(BaseModel):
     state: DialogueState
     usage: UsageInfo
     finish_reason: FinishReason = "stop"
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """The session a turn belongs to: its id, its owner and the revision the turn read (None when new)."""
+
+    session_id: str
+    owner: str | None
+    revision: int | None
 
 
 class TurnStream(Iterator["str | ChatTurn"]):
@@ -115,26 +134,38 @@ class ChatService:
             )
 
     def chat(
-        self, session_id: str | None, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+        self,
+        session_id: str | None,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams | None = None,
+        *,
+        owner: str | None = None,
     ) -> ChatTurn:
         """One turn, all at once. See `chat_stream`."""
         turn = None
-        for event in self.chat_stream(session_id, messages, params):
+        for event in self.chat_stream(session_id, messages, params, owner=owner):
             if isinstance(event, ChatTurn):
                 turn = event
         assert turn is not None, "chat_stream always ends with a ChatTurn"
         return turn
 
     def chat_stream(
-        self, session_id: str | None, messages: Sequence[ChatMessage], params: SamplingParams | None = None
+        self,
+        session_id: str | None,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams | None = None,
+        *,
+        owner: str | None = None,
     ) -> TurnStream:
         """Answer the last message of `messages` (which must be the user's).
 
-        With `session_id`, continue that stored conversation (UnknownSessionError when unknown or expired)
-        from the last message only; without, start a new session whose state is rebuilt from every message
+        With `session_id`, continue that stored conversation (UnknownSessionError when unknown, expired or
+        created by another `owner`) from the last message only; without, start a new session owned by `owner`
+        (an opaque id of the caller, e.g. an API-key fingerprint) whose state is rebuilt from every message
         in order (user messages update it; movies named in assistant messages count as already recommended).
         Validation, retrieval and prompt building happen before this returns; the stream then yields text
-        deltas and finally the `ChatTurn`, after which the session is saved.
+        deltas and finally the `ChatTurn`, after which the session is saved atomically (a concurrent turn of
+        the same session is not lost: see `_commit`).
         """
         started = time.perf_counter()
         messages = list(messages)
@@ -143,28 +174,59 @@ class ChatService:
         if not messages[-1].content.strip():
             raise InvalidRequestError("the last user message is empty", param="messages")
         if session_id is None:
-            session_id = secrets.token_urlsafe(16)
+            opened = _Opened(secrets.token_urlsafe(16), owner, None)
             state = self._replay(messages)
         else:
-            if not re.fullmatch(SESSION_ID_PATTERN, session_id):
-                raise InvalidRequestError("session_id must be 1-128 of A-Z a-z 0-9 _ -", param="session_id")
-            stored = self.store.get(session_id)
-            if stored is None:
-                raise UnknownSessionError(
-                    f"session {session_id!r} does not exist or has expired; omit session_id to start a new one",
-                    param="session_id",
-                )
-            state = self._read(stored, messages[-1].content)
+            stored = self.session(session_id, owner=owner)
+            opened = _Opened(session_id, owner, stored.revision)
+            state = self._read(stored.state, messages[-1].content)
         picks = candidates(
             state, self.recommender, self.catalogue, self.config.n_recommendations,
             popularity=self.popularity, config=self.config.ranking,
         )
         params = params or SamplingParams()
-        events = self._answer(session_id, state, messages[-1].content, picks, params, started)
-        return TurnStream(session_id, events)
+        events = self._answer(opened, state, messages[-1].content, picks, params, started)
+        return TurnStream(opened.session_id, events)
 
     def health(self) -> bool:
-        return self.engine.health()
+        """Whether both the LLM engine and the session store can serve."""
+        return self.engine.health() and self.store.health()
+
+    def feedback(
+        self, session_id: str, item_id: int, kind: FeedbackKind, *, owner: str | None = None
+    ) -> DialogueState:
+        """Record a verdict on one movie in a stored session (`serving.dialogue.apply_feedback`) and return
+        the new state; the next turn folds it in or excludes it.
+
+        InvalidRequestError for a malformed session id, an unknown kind or a movie outside the catalogue;
+        UnknownSessionError when the session is unknown, expired or created by another `owner`.
+        """
+        _check_session_id(session_id)
+        if kind not in get_args(FeedbackKind):
+            raise InvalidRequestError(f"kind must be one of {', '.join(get_args(FeedbackKind))}, got {kind!r}",
+                                      param="kind")
+        if item_id not in self.catalogue:
+            raise InvalidRequestError(f"item_id {item_id} is not in the catalogue", param="item_id")
+
+        def change(current: Session | None) -> Session:
+            if current is None or current.owner != owner:
+                raise _unknown_session(session_id)
+            return current.model_copy(update={"state": apply_feedback(current.state, item_id, kind)})
+
+        return self.store.update(session_id, change).state
+
+    def session(self, session_id: str, *, owner: str | None = None) -> Session:
+        """A stored conversation (state and turns), e.g. to show it again; the same errors as `feedback`."""
+        _check_session_id(session_id)
+        stored = self.store.load(session_id)
+        if stored is None or stored.owner != owner:
+            raise _unknown_session(session_id)
+        return stored
+
+    def describe(self, item_ids: Sequence[int], state: DialogueState) -> list[Recommendation]:
+        """Recommendations for `item_ids` (catalogue ids) as a turn presents them, reasons read from `state`
+        (so verdicts given since that turn show up in them: a movie liked later is cited, never by itself)."""
+        return [self._recommendation(self.catalogue[i], state) for i in item_ids]
 
     def _read(self, state: DialogueState, user_text: str) -> DialogueState:
         return update_state(state, user_text, self.linker, self.catalogue)
@@ -181,7 +243,7 @@ class ChatService:
 
     def _answer(
         self,
-        session_id: str,
+        opened: _Opened,
         state: DialogueState,
         user_text: str,
         picks: list[int],
@@ -191,7 +253,7 @@ class ChatService:
         """Prepare the generation now (so errors surface before streaming); return the event generator."""
         if not picks:
             return self._finish(
-                session_id, state, user_text, picks, self._fixed(NOTHING_FITS), UsageInfo(), "stop", started
+                opened, state, user_text, picks, self._fixed(NOTHING_FITS), UsageInfo(), "stop", started
             )
         prompt = build_prompt(
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
@@ -227,12 +289,12 @@ class ChatService:
                              total_tokens=u.total_tokens)
 
         return self._finish(
-            session_id, state, user_text, picks, sentence, usage, lambda: generation.finish_reason, started
+            opened, state, user_text, picks, sentence, usage, lambda: generation.finish_reason, started
         )
 
     def _finish(
         self,
-        session_id: str,
+        opened: _Opened,
         state: DialogueState,
         user_text: str,
         picks: list[int],
@@ -260,13 +322,12 @@ class ChatService:
             parts.append(listing)
             yield listing
         reply = "".join(parts)
-        state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + picks))})
-        self.store.put(session_id, state)
-        self.store.append(session_id, TurnRecord(user=user_text, reply=reply, recommended=picks))
+        record = TurnRecord(user=user_text, reply=reply, recommended=picks)
+        state = self.store.update(opened.session_id, self._commit(opened, state, record)).state
         if self.session_log is not None:
             self.session_log.append(
                 SessionLogRecord(
-                    session_id=session_id,
+                    session_id=opened.session_id,
                     turn=state.turn - 1,
                     user_text=user_text,
                     mentions=[m.item_id for m in self.linker.find(user_text)],
@@ -279,13 +340,34 @@ class ChatService:
                 )
             )
         yield ChatTurn(
-            session_id=session_id,
+            session_id=opened.session_id,
             reply=reply,
             recommendations=recommendations,
             state=state,
             usage=usage() if callable(usage) else usage,
             finish_reason=(finish_reason() if callable(finish_reason) else finish_reason) or "stop",
         )
+
+    def _commit(self, opened: _Opened, state: DialogueState, record: TurnRecord) -> SessionChange:
+        """The store update that saves a turn: its state (with its picks marked recommended) and its record.
+
+        When another turn of the session was saved after this one read it, this turn's message is read
+        again on top of the newer state, so neither turn's update is lost. A session that expired meanwhile
+        is saved afresh.
+        """
+
+        def change(current: Session | None) -> Session:
+            if current is None:
+                current, read = Session(owner=opened.owner), state
+            else:
+                read = state if current.revision == opened.revision else self._read(current.state, record.user)
+            recommended = list(dict.fromkeys(read.recommended + record.recommended))
+            return current.model_copy(
+                update={"state": read.model_copy(update={"recommended": recommended}),
+                        "turns": [*current.turns, record]}
+            )
+
+        return change
 
     @staticmethod
     def _fixed(text: str) -> Callable[[], Iterator[str]]:
@@ -307,7 +389,7 @@ class ChatService:
         """One line grounded in metadata: shared genres with a liked movie, then what was asked for."""
         genres = [g for g in movie.genres if g != NO_GENRES]
         parts: list[str] = []
-        liked = [self.catalogue[i] for i in state.liked if i in self.catalogue]
+        liked = [self.catalogue[i] for i in state.liked if i in self.catalogue and i != movie.item_id]
         if liked:
             best = max(liked, key=lambda m: len(set(m.genres) & set(genres)))
             shared = [g for g in genres if g in best.genres]
@@ -329,6 +411,17 @@ class ChatService:
         text = "; ".join(parts)
         return text[0].upper() + text[1:]
 
+
+def _check_session_id(session_id: str) -> None:
+    if not re.fullmatch(SESSION_ID_PATTERN, session_id):
+        raise InvalidRequestError("session_id must be 1-128 of A-Z a-z 0-9 _ -", param="session_id")
+
+
+def _unknown_session(session_id: str) -> UnknownSessionError:
+    return UnknownSessionError(
+        f"session {session_id!r} does not exist or has expired; omit session_id to start a new one",
+        param="session_id",
+    )
 
 def _join(items: Sequence[str]) -> str:
     items = list(items)

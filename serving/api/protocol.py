@@ -12,7 +12,16 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from serving.engines.base import MAX_STOP_STRINGS, MAX_TOKENS_CAP, FinishReason, SamplingParams
 from serving.session_store import SESSION_ID_PATTERN
@@ -79,24 +88,33 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
+    def _one_choice(cls, n: int | None) -> int:
+        if n not in (None, 1):
+            raise ValueError("only n=1 is supported; send one request per completion")
+        return 1
 
     @field_validator("stop")
     @classmethod
     def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
         if isinstance(stop, list) and len(stop) > MAX_STOP_STRINGS:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed")
+        if stop is not None and not all([stop] if isinstance(stop, str) else stop):
+            raise ValueError("stop strings must be non-empty")
         return stop
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, options: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if options is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed when stream is true")
+        return options
 
     @model_validator(mode="after")
     def _log_ignored_fields(self) -> ChatCompletionRequest:
@@ -148,8 +166,14 @@ class ChatCompletionResponse(BaseModel):
 
 
 class DeltaMessage(BaseModel):
+    """What a chunk adds; unset fields are left out, as OpenAI does (`{}` on the finishing chunk)."""
+
     role: Literal["assistant"] | None = None
     content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):
@@ -170,6 +194,14 @@ class ChatCompletionChunk(BaseModel):
     usage: UsageInfo | None = None
     session_id: str
     recommendations: list[Recommendation] | None = None
+
+    def to_sse(self, include_usage: bool) -> str:
+        """`data: <json>` as OpenAI sends it: `usage` (null until the last chunk) only when the client asked
+        for it with `stream_options.include_usage`; `recommendations` only on the finishing chunk."""
+        omit = {"usage"} if not include_usage else set()
+        if self.recommendations is None:
+            omit.add("recommendations")
+        return f"data: {self.model_dump_json(exclude=omit)}\n\n"
 
 
 class ModelCard(BaseModel):

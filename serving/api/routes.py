@@ -9,9 +9,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from serving.api.protocol import ChatCompletionRequest, ModelList
+from serving.api.protocol import ChatCompletionRequest, ModelCard, ModelList
 from serving.api.serving import OpenAIServingChat, SSEStream
-from serving.errors import EngineUnavailableError
 from serving.session_store import SESSION_ID_PATTERN
 
 router = APIRouter()
@@ -27,7 +26,8 @@ def create_chat_completion(
     request: Request,
     x_session_id: Annotated[str | None, Header(pattern=SESSION_ID_PATTERN)] = None,
 ) -> JSONResponse | StreamingResponse:
-    result = _handler(request).create_chat_completion(body, x_session_id)
+    owner = getattr(request.state, "owner", None)  # set by the API-key check in `build_app`
+    result = _handler(request).create_chat_completion(body, x_session_id, owner)
     headers = {"X-Session-Id": result.session_id}
     if isinstance(result, SSEStream):
         return StreamingResponse(_drain(result), media_type="text/event-stream", headers=headers)
@@ -48,8 +48,12 @@ def list_models(request: Request) -> ModelList:
     return _handler(request).list_models()
 
 
+@router.get("/v1/models/{model:path}")
+def retrieve_model(model: str, request: Request) -> ModelCard:
+    return _handler(request).retrieve_model(model)
+
+
 @router.get("/health")
 def health(request: Request) -> dict[str, str]:
-    if not _handler(request).health():
-        raise EngineUnavailableError("the LLM engine is not available")
+    _handler(request).check_health()
     return {"status": "ok"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -18,6 +19,12 @@ from serving.service import ChatService
 MAX_BODY_BYTES = 1_000_000
 
 
+def key_owner(api_key: str) -> str:
+    """The owner id that sessions created with `api_key` are bound to: a SHA-256 fingerprint, the same in
+    every process, so a shared session store never holds the key itself."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:32]
+
+
 def build_app(
     service: ChatService,
     model_name: str = "ilmrec",
@@ -28,13 +35,14 @@ def build_app(
     """The OpenAI-compatible API over `service`, serving it as `model_name`.
 
     With `api_keys`, `/v1/*` requires `Authorization: Bearer <key>` (401 otherwise); `/health` stays open.
+    A session belongs to the key that created it: continuing it with another key gets 404.
     Bodies over `max_body_bytes` (by Content-Length) get 413. Run it bound to 127.0.0.1 unless it sits
     behind something that authenticates.
     """
     app = FastAPI(title="ilmrec", summary="Conversational movie recommendations, OpenAI-compatible")
     app.state.openai_serving_chat = OpenAIServingChat(service, model_name)
     app.include_router(router)
-    keys = [k.encode() for k in api_keys]
+    owners = {k.encode(): key_owner(k) for k in api_keys}
 
     def error_json(exc: BaseException) -> JSONResponse:
         error = create_error_response(exc)
@@ -51,10 +59,12 @@ def build_app(
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > max_body_bytes:
             return error_json(RequestTooLargeError(f"request body over {max_body_bytes} bytes; send less"))
-        if keys and request.url.path.startswith("/v1/"):
+        if owners and request.url.path.startswith("/v1/"):
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not any(secrets.compare_digest(given.encode(), k) for k in keys):
+            matches = [owner for key, owner in owners.items() if secrets.compare_digest(given.encode(), key)]
+            if scheme.lower() != "bearer" or not matches:
                 return error_json(AuthenticationError("missing or wrong API key (Authorization: Bearer <key>)"))
+            request.state.owner = matches[0]  # read by the chat route to bind sessions to this key
         return await call_next(request)
 
     return app

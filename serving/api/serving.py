@@ -24,7 +24,13 @@ from serving.api.protocol import (
     completion_id,
     now,
 )
-from serving.errors import InvalidRequestError, ServingError, UnknownModelError
+from serving.errors import (
+    EngineUnavailableError,
+    InvalidRequestError,
+    ServingError,
+    SessionStoreUnavailableError,
+    UnknownModelError,
+)
 from serving.service import ChatService, ChatTurn, TurnStream
 
 log = logging.getLogger(__name__)
@@ -69,18 +75,26 @@ class OpenAIServingChat:
     def list_models(self) -> ModelList:
         return ModelList(data=[ModelCard(id=self.model_name)])
 
-    def health(self) -> bool:
-        return self.service.health()
+    def retrieve_model(self, model: str) -> ModelCard:
+        self._check_model(model)
+        return ModelCard(id=self.model_name)
+
+    def check_health(self) -> None:
+        """Raise the 503 error of the first part that cannot serve: the LLM engine or the session store."""
+        if not self.service.engine.health():
+            raise EngineUnavailableError("the LLM engine is not available")
+        if not self.service.store.health():
+            raise SessionStoreUnavailableError("the session store is unreachable; retry shortly")
 
     def create_chat_completion(
-        self, request: ChatCompletionRequest, header_session_id: str | None = None
+        self, request: ChatCompletionRequest, header_session_id: str | None = None, owner: str | None = None
     ) -> ChatCompletionResponse | SSEStream:
-        """A full response, or (with `stream: true`) the SSE events; errors before streaming raise."""
-        if request.model != self.model_name:
-            raise UnknownModelError(
-                f"model {request.model!r} is not served here; use {self.model_name!r} (see GET /v1/models)",
-                param="model",
-            )
+        """A full response, or (with `stream: true`) the SSE events; errors before streaming raise.
+
+        `owner` identifies the caller (an API-key fingerprint): new sessions are bound to it, and only it
+        may continue them.
+        """
+        self._check_model(request.model)
         if header_session_id is not None and request.session_id not in (None, header_session_id):
             raise InvalidRequestError(
                 "the X-Session-Id header and the session_id field disagree; send one of them", param="session_id"
@@ -88,10 +102,10 @@ class OpenAIServingChat:
         session_id = request.session_id or header_session_id
         params = request.to_sampling_params()
         if request.stream:
-            turns = self.service.chat_stream(session_id, request.messages, params)
+            turns = self.service.chat_stream(session_id, request.messages, params, owner=owner)
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return SSEStream(turns, self.model_name, include_usage)
-        turn = self.service.chat(session_id, request.messages, params)
+        turn = self.service.chat(session_id, request.messages, params, owner=owner)
         return ChatCompletionResponse(
             model=self.model_name,
             choices=[Choice(message=AssistantMessage(content=turn.reply), finish_reason=turn.finish_reason)],
@@ -99,6 +113,12 @@ class OpenAIServingChat:
             session_id=turn.session_id,
             recommendations=turn.recommendations,
         )
+
+    def _check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise UnknownModelError(
+                f"model {model!r} is not served here; use {self.model_name!r} (see GET /v1/models)", param="model"
+            )
 
 
 class SSEStream(Iterator[str]):
@@ -127,7 +147,7 @@ class SSEStream(Iterator[str]):
         def chunk(**fields: object) -> str:
             body = ChatCompletionChunk(id=chunk_id, created=created, model=model, session_id=self.session_id,
                                        **fields)
-            return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+            return body.to_sse(include_usage)
 
         try:
             yield chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])

@@ -1,13 +1,20 @@
-"""Fixtures for app tests: tiny settings (synthetic MovieLens, tiny LLM, tiny Q-Former) and their artefacts."""
+"""Fixtures for app tests: tiny settings (synthetic MovieLens, tiny LLM, tiny Q-Former), their artefacts, the served app."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from app.pipeline import Artefacts, prepare
 from app.settings import Settings, load_settings
+from serving.service import ChatService
 
 TINY_ILM = {
     "qformer": {
@@ -38,7 +45,48 @@ def tiny_settings(movielens_dir: Path, tiny_llm_dir: Path, tmp_path_factory: pyt
     )
 
 
-
 @pytest.fixture(scope="session")
 def tiny_artefacts(tiny_settings: Settings) -> Artefacts:
     return prepare(tiny_settings, progress=False)
+
+
+@dataclass
+class LiveApp:
+    """The app (API + UI) served by uvicorn on a loopback port, and the ChatService behind it."""
+
+    url: str
+    service: ChatService
+
+
+@contextmanager
+def serve_in_thread(settings: Settings, service: ChatService) -> Iterator[str]:
+    """Serve `create_app(settings, service)` on a free 127.0.0.1 port in a thread; yield its base URL."""
+    import uvicorn
+
+    from app.server import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(settings, service)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_app(tiny_settings: Settings, tiny_artefacts: Artefacts) -> Iterator[LiveApp]:
+    from app.commands import build_service
+
+    service = build_service(tiny_settings, tiny_artefacts)
+    with serve_in_thread(tiny_settings, service) as url:
+        yield LiveApp(url, service)

@@ -7,7 +7,9 @@ import pytest
 from app.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", [["run"], ["train"], ["chat"], ["config", "show"]])
+@pytest.mark.parametrize(
+    "command", [["run"], ["serve"], ["train"], ["chat"], ["data"], ["eval"], ["config", "show"]]
+)
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--help"])
@@ -28,3 +30,20 @@ def test_bad_data_path_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err
     assert "Traceback" not in err
+
+
+def test_serve_takes_one_of_api_only_and_ui_only(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--api-only"]).parts == ("api",)
+    assert parser.parse_args(["serve", "--ui-only"]).parts == ("ui",)
+    assert parser.parse_args(["serve"]).parts is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--api-only", "--ui-only"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_data_prints_statistics(movielens_dir, tmp_path, capsys):
+    assert main(["data", "--data-path", str(movielens_dir), "--cache-dir", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert "MovieLens ml-latest-small" in shown and "120" in shown  # 120 synthetic users
+    assert "40 in the catalogue" in shown and "Comedy" in shown

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-
 import httpx
 import pytest
-import uvicorn
 from gradio_client import Client
 from openai import OpenAI
 
-from app.commands import build_service
-from app.server import create_app
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from app.ui import message_text
 
 
 @pytest.fixture(scope="module")
-def base_url(tiny_settings, tiny_artefacts) -> Iterator[str]:
-    port = _free_port()
-    app = create_app(tiny_settings, build_service(tiny_settings, tiny_artefacts))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+def base_url(live_app) -> str:
+    return live_app.url
 
 
 def test_root_redirects_to_ui_and_ui_serves(base_url):
@@ -57,12 +33,44 @@ def test_api_answers_with_catalogue_recommendations(base_url, tiny_artefacts):
     assert all(rec["item_id"] in tiny_artefacts.catalogue for rec in recommendations)
 
 
-def test_ui_chat_endpoint_streams_reply_and_cards(base_url):
-    client = Client(base_url + "/ui/", verbose=False)
-    # gr.State is per browser session and hidden from the API: inputs are (message, history)
-    history, cards, box = client.predict("I loved Toy Story and Finding Nemo", [], api_name="/chat")
-    assert history[-1]["role"] == "assistant"
-    parts = history[-1]["content"]  # Gradio 6 returns message content as typed parts
-    assert "".join(part["text"] for part in parts if part["type"] == "text").strip()
-    assert "rec-card" in cards
-    assert box == ""
+def test_ui_chat_endpoint_streams_reply_cards_and_continues_the_session(live_app):
+    client = Client(live_app.url + "/ui/", verbose=False)
+    history, cards, session_id, box = client.predict(
+        "I loved Toy Story and Finding Nemo", [], "", api_name="/chat"
+    )
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    stored = live_app.service.session(session_id)
+    assert message_text(history[-1]["content"]) == stored.turns[-1].reply  # typed parts in Gradio 6
+    titles = [live_app.service.catalogue[i].title for i in stored.turns[-1].recommended]
+    assert titles and all(title in cards for title in titles)
+    assert cards.count("data-kind='like'") == len(titles) and box == ""
+
+    history, _, same_id, _ = client.predict("not animated", history, session_id, api_name="/chat")
+    assert same_id == session_id and len(history) == 4
+    assert live_app.service.session(session_id).state.exclude_genres == ["Animation"]
+
+
+def test_ui_api_exposes_only_the_chat_endpoint(live_app):
+    endpoints = Client(live_app.url + "/ui/", verbose=False).view_api(print_info=False, return_format="dict")
+    assert list(endpoints["named_endpoints"]) == ["/chat"]
+    assert [p["parameter_name"] for p in endpoints["named_endpoints"]["/chat"]["parameters"]] == [
+        "message", "history", "session_id"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parts", "served", "absent"),
+    [(("api",), ["/health", "/v1/models"], ["/ui/", "/"]), (("ui",), ["/health", "/ui/"], ["/v1/models"])],
+)
+def test_api_only_and_ui_only(live_app, tiny_settings, parts, served, absent):
+    from fastapi.testclient import TestClient
+
+    from app.server import create_app
+
+    with TestClient(create_app(tiny_settings, live_app.service, parts)) as client:
+        for path in served:
+            assert client.get(path).status_code == 200, path
+        for path in absent:
+            assert client.get(path, follow_redirects=False).status_code == 404, path
+    with pytest.raises(ValueError, match="parts"):
+        create_app(tiny_settings, live_app.service, ("admin",))

@@ -1,8 +1,14 @@
 """Fixtures shared by the serving tests: the tiny LLM behind an engine, the synthetic catalogue, a briefly
-trained two-tower recommender, a random soft-token table and a ChatService over all of them."""
+trained two-tower recommender, a random soft-token table, a ChatService over all of them, and a throwaway
+redis-server."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +82,66 @@ def service(catalogue, recommender, soft_table, engine):
 
     return ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
                        ServingConfig(reply_max_tokens=8))
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server on a free loopback port, without persistence, in a temporary folder; yields its URL."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed: `apt-get install redis-server` (.ci/run does this)")
+    workdir = tmp_path_factory.mktemp("redis")
+    port, log = free_port(), workdir / "redis.log"
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--logfile", str(log)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    output = log.read_text(errors="replace") if log.exists() else ""
+                    pytest.fail(f"redis-server did not answer PING on port {port}:\n{output[-2000:]}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture()
+def dead_redis_url() -> str:
+    """A Redis URL (with a password) on a loopback port where nothing listens."""
+    return f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture()
+def redis_url(redis_server: str) -> str:
+    """The shared test redis-server, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    return redis_server

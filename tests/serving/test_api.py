@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import openai
@@ -14,15 +17,19 @@ import uvicorn
 from fastapi.exceptions import RequestValidationError
 
 from serving.api.protocol import ChatCompletionRequest
-from serving.api.serving import create_error_response
 from serving.api.server import build_app
+from serving.api.serving import create_error_response
 from serving.errors import InvalidRequestError, UnknownSessionError
+from serving.service import ChatService
 
 MODEL = "ilmrec-test"
 KEY = "sk-test"
+OTHER_KEY = "sk-other"
 
 
-def _serve(app) -> Iterator[str]:
+@contextmanager
+def serve(app) -> Iterator[str]:
+    """Run `app` with uvicorn in a thread on a free loopback port; yields its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -43,12 +50,17 @@ def _serve(app) -> Iterator[str]:
 
 @pytest.fixture()
 def base_url(service) -> Iterator[str]:
-    yield from _serve(build_app(service, MODEL, api_keys=[KEY], max_body_bytes=200_000))
+    with serve(build_app(service, MODEL, api_keys=[KEY, OTHER_KEY], max_body_bytes=200_000)) as url:
+        yield url
+
+
+def openai_client(base_url: str, key: str = KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 @pytest.fixture()
 def client(base_url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    return openai_client(base_url)
 
 
 def test_chat_completion(client, catalogue):
@@ -183,3 +195,149 @@ def test_error_mapping_never_leaks_internals():
     except ValueError as exc:
         validation = create_error_response(RequestValidationError(exc.errors()))
     assert validation.status_code == 400 and validation.error.message.endswith("(and 1 more problem(s))")
+
+
+def test_raw_chunks_follow_openai_schema(base_url):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "I loved Heat"}], "stream": True,
+            "max_tokens": 3, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    for chunk in chunks:
+        assert {"id", "object", "created", "model", "choices", "usage", "session_id"} <= set(chunk)
+        for choice in chunk["choices"]:
+            assert set(choice) == {"index", "delta", "finish_reason", "logprobs"} and choice["index"] == 0
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all(set(c["choices"][0]["delta"]) == {"content"} for c in chunks[1:-2])
+    finishing, last = chunks[-2], chunks[-1]
+    assert finishing["choices"][0]["delta"] == {} and finishing["choices"][0]["finish_reason"] in ("stop", "length")
+    assert len(finishing["recommendations"]) == 5 and finishing["usage"] is None
+    assert "recommendations" not in chunks[0] and all(c["usage"] is None for c in chunks[:-1])
+    assert last["choices"] == [] and last["usage"]["total_tokens"] == (
+        last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
+    )
+
+    body.pop("stream_options")
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as response:
+        plain = [json.loads(line.removeprefix("data: ")) for line in response.iter_lines()
+                 if line and line != "data: [DONE]"]
+    assert all("usage" not in c for c in plain) and plain[-1]["choices"][0]["finish_reason"]
+
+
+def test_async_client_streams_and_sampling_params_pass(base_url):
+    async def talk() -> tuple[list, object]:
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60) as aclient:
+            stream = await aclient.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "I loved Memento"}], stream=True,
+                max_completion_tokens=4, temperature=0.7, top_p=0.9, seed=3, stop=["zz"],
+            )
+            chunks = [chunk async for chunk in stream]
+            full = await aclient.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "I loved Memento"}],
+                max_completion_tokens=4, temperature=0.7, top_p=0.9, seed=3, stop=["zz"],
+            )
+            return chunks, full
+
+    chunks, full = asyncio.run(talk())
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == full.choices[0].message.content, "same seed, same reply"
+    assert full.usage.completion_tokens <= 4
+
+
+def test_model_retrieval_and_request_rules(client):
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-4o")
+    assert missing.value.body["code"] == "model_not_found"
+    message = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as options:
+        client.chat.completions.create(model=MODEL, messages=message, stream_options={"include_usage": True})
+    assert options.value.body["param"] == "stream_options"
+    with pytest.raises(openai.BadRequestError) as empty_stop:
+        client.chat.completions.create(model=MODEL, messages=message, stop=[""])
+    assert empty_stop.value.body["param"] == "stop"
+    with pytest.raises(openai.BadRequestError) as header_clash:
+        client.chat.completions.create(model=MODEL, messages=message, extra_body={"session_id": "a"},
+                                       extra_headers={"X-Session-Id": "b"})
+    assert header_clash.value.body["param"] == "session_id"
+
+
+def test_sessions_are_bound_to_the_key_that_created_them(client, base_url):
+    first = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "I loved Heat"}])
+    session_id = first.model_extra["session_id"]
+    other = openai_client(base_url, OTHER_KEY)
+    for continue_with in ({"extra_body": {"session_id": session_id}},
+                          {"extra_headers": {"X-Session-Id": session_id}}):
+        with pytest.raises(openai.NotFoundError) as stolen:
+            other.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "more"}],
+                                          **continue_with)
+        assert stolen.value.body["code"] == "session_not_found"
+    with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "more"}], stream=True,
+                                      extra_body={"session_id": session_id})
+    mine = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "not animated"}],
+                                          extra_body={"session_id": session_id})
+    assert mine.model_extra["session_id"] == session_id
+    theirs = other.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "I loved Heat"}])
+    assert theirs.model_extra["session_id"] != session_id
+
+
+def test_two_api_servers_sharing_redis_continue_one_conversation(catalogue, recommender, soft_table, engine,
+                                                                redis_url):
+    from serving.config import ServingConfig
+    from serving.redis_store import RedisSessionStore
+
+    stores = [RedisSessionStore(redis_url), RedisSessionStore(redis_url)]
+    apps = [build_app(ChatService(catalogue, recommender, soft_table, engine, s, ServingConfig(reply_max_tokens=4)),
+                      MODEL, api_keys=[KEY]) for s in stores]
+    with serve(apps[0]) as url_a, serve(apps[1]) as url_b:
+        a, b = openai_client(url_a), openai_client(url_b)
+        first = a.chat.completions.create(model=MODEL,
+                                          messages=[{"role": "user", "content": "I loved Toy Story and Finding Nemo"}])
+        session = {"session_id": first.model_extra["session_id"]}
+        second = b.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "not animated"}],
+                                           extra_body=session)
+        third = a.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "something darker"}],
+                                          extra_body=session, stream=True)
+        final = next(c for c in third if c.choices and c.choices[0].finish_reason)
+    recommended = [r["item_id"] for response in (first, second, final) for r in response.model_extra["recommendations"]]
+    assert len(recommended) == len(set(recommended)) == 15
+    assert not any("Animation" in r["genres"] for r in second.model_extra["recommendations"]
+                   + final.model_extra["recommendations"])
+    saved = stores[1].load(session["session_id"])
+    assert saved.state.turn == 3 and saved.state.mood == "darker" and saved.state.exclude_genres == ["Animation"]
+    for s in stores:
+        s.close()
+
+
+def test_unreachable_or_corrupt_session_store(catalogue, recommender, soft_table, engine, redis_url,
+                                             dead_redis_url):
+    import redis
+    from fastapi.testclient import TestClient
+
+    from serving.redis_store import RedisSessionStore
+
+    down = RedisSessionStore(dead_redis_url, timeout_s=1)
+    with TestClient(build_app(ChatService(catalogue, recommender, soft_table, engine, down), MODEL)) as http:
+        health = http.get("/health")
+        assert health.status_code == 503 and health.json()["error"]["code"] == "session_store_unavailable"
+        for session in ({"session_id": "abc"}, {}):
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "Heat"}], "max_tokens": 2, **session}
+            response = http.post("/v1/chat/completions", json=body)
+            assert response.status_code == 503
+            assert response.json()["error"] == {"message": "the session store (Redis) is unavailable; retry shortly",
+                                                "type": "service_unavailable", "param": None,
+                                                "code": "session_store_unavailable"}
+
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.set("ilmrec:session:old", '{"schema_version": 0}')
+    store = RedisSessionStore(redis_url)
+    with TestClient(build_app(ChatService(catalogue, recommender, soft_table, engine, store), MODEL)) as http:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "Heat"}], "session_id": "old"}
+        corrupt = http.post("/v1/chat/completions", json=body)
+    assert corrupt.status_code == 500 and corrupt.json()["error"]["code"] == "session_corrupt"
+    assert "schema_version" in corrupt.json()["error"]["message"]
+    store.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.config import RankingConfig
-from serving.dialogue import DialogueState, candidates, update_state, year_bounds
+from serving.dialogue import DialogueState, apply_feedback, candidates, update_state, year_bounds
 from serving.linking import TitleLinker
 
 
@@ -192,3 +192,24 @@ def test_state_round_trips_as_json():
     assert DialogueState.model_validate_json(state.model_dump_json()) == state
     with pytest.raises(ValueError):
         DialogueState.model_validate({"version": 2})
+
+
+def test_feedback_moves_items_and_a_later_verdict_wins():
+    state = DialogueState(liked=[1], disliked=[2])
+    liked = apply_feedback(state, 2, "like")
+    assert (liked.liked, liked.disliked, liked.seen) == ([1, 2], [], [])
+    assert (state.liked, state.disliked) == ([1], [2]), "the input state is not modified"
+    rejected = apply_feedback(liked, 1, "not_interested")
+    assert (rejected.liked, rejected.disliked) == ([2], [1])
+    disliked = apply_feedback(rejected, 2, "dislike")
+    assert (disliked.liked, disliked.disliked) == ([], [1, 2])
+    seen = apply_feedback(apply_feedback(disliked, 3, "seen"), 3, "seen")
+    assert (seen.liked, seen.disliked, seen.seen) == ([], [1, 2], [3])
+
+
+def test_seen_items_are_never_candidates(linker, catalogue, recommender):
+    state = read(["I loved Memento"], linker, catalogue)
+    top = candidates(state, recommender, catalogue, 5)
+    after = candidates(apply_feedback(state, top[0], "seen"), recommender, catalogue, 5)
+    assert top[0] not in after
+    assert after[:4] == top[1:5], "only the seen movie leaves the list; liked and disliked are unchanged"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.api.protocol import ChatMessage
+from serving.dialogue import DialogueState, candidates, update_state
 from serving.engines.base import SamplingParams
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.service import ChatService, ChatTurn
@@ -121,3 +122,88 @@ def test_completed_turns_go_to_the_session_log(catalogue, recommender, soft_tabl
     assert records[0].recommendations == [r.item_id for r in first.recommendations]
     assert records[0].reply == first.reply and records[1].user_text == "not animated"
     assert records[0].model_id == "tiny-llama" and records[0].latency_ms > 0
+
+
+def next_picks(service: ChatService, state: DialogueState, text: str) -> list[int]:
+    """What the next turn must recommend from `state` after reading `text`."""
+    read = update_state(state, text, service.linker, service.catalogue)
+    return candidates(read, service.recommender, service.catalogue, service.config.n_recommendations,
+                      popularity=service.popularity, config=service.config.ranking)
+
+
+def test_thumbs_up_at_cold_start_personalises_the_next_turn(service, catalogue):
+    first = service.chat(None, [user("something funny")])
+    assert first.state.liked == []
+    pick = first.recommendations[0].item_id
+    state = service.feedback(first.session_id, pick, "like")
+    assert state.liked == [pick] and service.store.get(first.session_id) == state
+    second = service.chat(first.session_id, [user("more please")])
+    assert [r.item_id for r in second.recommendations] == next_picks(service, state, "more please")
+    assert pick not in {r.item_id for r in second.recommendations}
+    assert any(catalogue[pick].display_title in r.reason for r in second.recommendations)
+    assert second.state.liked == [pick], "feedback survives the turn"
+
+
+def test_thumbs_down_not_interested_and_seen_shape_the_next_turn(service):
+    first = service.chat(None, [user("I loved Toy Story")])
+    shown = [r.item_id for r in first.recommendations]
+    service.feedback(first.session_id, shown[0], "dislike")
+    service.feedback(first.session_id, shown[1], "not_interested")
+    unseen_top = next_picks(service, service.store.get(first.session_id), "what else?")[0]
+    state = service.feedback(first.session_id, unseen_top, "seen")
+    assert state.disliked == shown[:2] and state.seen == [unseen_top]
+    second = service.chat(first.session_id, [user("what else?")])
+    picks = [r.item_id for r in second.recommendations]
+    assert picks == next_picks(service, state, "what else?")
+    assert unseen_top not in picks and not set(picks) & set(shown)
+
+
+def test_feedback_errors(service, catalogue):
+    first = service.chat(None, [user("I loved Toy Story")], owner="key-a")
+    item = first.recommendations[0].item_id
+    with pytest.raises(UnknownSessionError):
+        service.feedback("no-such-session", item, "like")
+    with pytest.raises(UnknownSessionError):
+        service.feedback(first.session_id, item, "like", owner="key-b")
+    with pytest.raises(InvalidRequestError, match="kind"):
+        service.feedback(first.session_id, item, "love", owner="key-a")
+    with pytest.raises(InvalidRequestError, match="catalogue"):
+        service.feedback(first.session_id, max(catalogue.ids) + 1, "like", owner="key-a")
+    with pytest.raises(InvalidRequestError):
+        service.feedback("bad id!", item, "like")
+    assert service.store.get(first.session_id) == first.state, "a refused verdict changes nothing"
+
+
+def test_stored_session_and_its_cards_can_be_shown_again(service):
+    first = service.chat(None, [user("I loved Toy Story")])
+    second = service.chat(first.session_id, [user("not animated")])
+    stored = service.session(first.session_id)
+    assert [t.user for t in stored.turns] == ["I loved Toy Story", "not animated"]
+    assert [t.reply for t in stored.turns] == [first.reply, second.reply]
+    assert service.describe(stored.turns[-1].recommended, stored.state) == second.recommendations
+    with pytest.raises(UnknownSessionError):
+        service.session(first.session_id, owner="someone-else")
+
+
+def test_a_liked_movie_is_never_its_own_reason(service, catalogue):
+    turn = service.chat(None, [user("I loved Toy Story")])
+    pick = turn.recommendations[0].item_id
+    state = service.feedback(turn.session_id, pick, "like")
+    (again,) = service.describe([pick], state)
+    assert catalogue[pick].display_title not in again.reason and again.reason
+    assert "with Toy Story (1995)" in again.reason or "Shares" not in again.reason
+
+
+def test_feedback_through_redis_reaches_another_replica(catalogue, recommender, soft_table, engine, redis_url):
+    from serving.config import ServingConfig
+    from serving.redis_store import RedisSessionStore
+
+    one, two = (ChatService(catalogue, recommender, soft_table, engine, RedisSessionStore(redis_url),
+                            ServingConfig(reply_max_tokens=8)) for _ in range(2))
+    first = one.chat(None, [user("I loved Toy Story")])
+    pick = first.recommendations[0].item_id
+    one.feedback(first.session_id, pick, "dislike")
+    assert two.session(first.session_id).state.disliked == [pick]
+    with pytest.raises(UnknownSessionError):
+        two.feedback("never-created", pick, "like")
+    assert two.store.load("never-created") is None, "a refused verdict creates no session"
