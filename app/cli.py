@@ -84,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(data)
 
-    train = sub.add_parser("train", help="train (or load from cache) retrieval and ILM, print metrics")
+    train = sub.add_parser(
+        "train", help="train (or load from cache) retrieval and ILM, print metrics",
+        description="Train what is not cached yet and print its held-out metrics. `retrieval` stops after the "
+        "retrieval tier; `ilm` (the default) also trains the Item-Language Model on its item embeddings.",
+    )
+    train.add_argument("stage", nargs="?", choices=("retrieval", "ilm"), default="ilm",
+                       help="the last stage to train (default ilm: everything)")
     _add_common(train)
 
     chat = sub.add_parser("chat", help="chat in the terminal with the trained system")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from app.pipeline import Artefacts, load_data, prepare
+from app.pipeline import Artefacts, load_data, prepare, prepare_retrieval
 from app.settings import Settings, load_settings
 from retrieval.data import MovieLensData
 
@@ -29,8 +30,12 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
     if command == "data":
         print_data_stats(load_data(settings))
         return 0
+    if command == "train" and args.stage == "retrieval":
+        stage = prepare_retrieval(settings)
+        print_metrics(stage.metrics, stage.directory)
+        return 0
     artefacts = prepare(settings)
-    print_metrics(artefacts)
+    print_metrics(artefacts.metrics, artefacts.directory)
     if command == "train":
         return 0
     if command == "chat":
@@ -99,9 +104,9 @@ def print_data_stats(data: MovieLensData) -> None:
     out.print(table)
 
 
-def print_metrics(artefacts: Artefacts) -> None:
+def print_metrics(metrics: dict[str, Any], directory: Path) -> None:
     """The held-out quality of what is being served, next to popularity."""
-    retrieval = artefacts.metrics.get("retrieval")
+    retrieval = metrics.get("retrieval")
     if retrieval:
         table = Table(title="Retrieval, held-out users, full catalogue")
         table.add_column("model")
@@ -111,9 +116,9 @@ def print_metrics(artefacts: Artefacts) -> None:
         for label, values in (("ilmrec", retrieval["model"]), ("popularity", retrieval["popularity"])):
             table.add_row(label, *(_fmt(values[name]) for name in metric_names))
         out.print(table)
-    if artefacts.metrics.get("ilm"):
-        out.print("ILM:", json.dumps(artefacts.metrics["ilm"]))
-    out.print(f"artefacts: {artefacts.directory}")
+    if metrics.get("ilm"):
+        out.print("ILM:", json.dumps(metrics["ilm"]))
+    out.print(f"artefacts: {directory}")
 
 
 def _fmt(value: Any) -> str:

@@ -72,8 +72,18 @@ def load_data(settings: Settings) -> MovieLensData:
     )
 
 
-def prepare(settings: Settings, progress: bool = True) -> Artefacts:
-    """Load the data, then load each cached stage or train it; return the servable artefacts."""
+@dataclass
+class RetrievalArtefacts:
+    """The retrieval stage alone: what `ilmrec train retrieval` produces and the ILM stage builds on."""
+
+    directory: Path
+    data: MovieLensData
+    recommender: TwoTowerRecommender
+    metrics: dict[str, Any]
+
+
+def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArtefacts:
+    """Load the data, then load the cached retrieval stage or train it."""
     data = load_data(settings)
     log.info("data: %s (%d ratings, %d movies)", data.source, len(data.ratings), len(data.catalogue))
     root = settings.cache / "artifacts" / f"{data.name}-{fingerprint(settings, data)}"
@@ -99,7 +109,13 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
         }
         _write_metrics(root, metrics)
         write_atomic(retrieval_dir / DONE, b"")
+    return RetrievalArtefacts(root, data, recommender, metrics)
 
+
+def prepare(settings: Settings, progress: bool = True) -> Artefacts:
+    """Load or train the retrieval stage, then the ILM stage on its item embeddings; return what serving needs."""
+    stage = prepare_retrieval(settings, progress)
+    root, data, recommender, metrics = stage.directory, stage.data, stage.recommender, stage.metrics
     llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
     ilm_dir = root / "ilm"
     if (ilm_dir / DONE).is_file():

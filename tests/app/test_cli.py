@@ -47,3 +47,21 @@ def test_data_prints_statistics(movielens_dir, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "MovieLens ml-latest-small" in shown and "120" in shown  # 120 synthetic users
     assert "40 in the catalogue" in shown and "Comedy" in shown
+
+
+def test_train_takes_the_last_stage(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["train"]).stage == "ilm"
+    assert parser.parse_args(["train", "retrieval"]).stage == "retrieval"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "phase3"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_train_retrieval_prints_its_metrics_only(movielens_dir, tmp_path, capsys):
+    code = main(["train", "retrieval", "--data-path", str(movielens_dir), "--cache-dir", str(tmp_path),
+                 "--llm", "unused/never-loaded"])
+    assert code == 0
+    shown = capsys.readouterr().out
+    assert "Retrieval, held-out users" in shown and "popularity" in shown
+    assert "ILM:" not in shown

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.commands import build_service
-from app.pipeline import prepare
+from app.pipeline import prepare, prepare_retrieval
 from serving.api.protocol import ChatMessage
 
 def test_prepare_trains_then_reloads_from_cache(tiny_settings):
@@ -40,3 +40,16 @@ def test_changed_settings_train_into_a_new_folder(tiny_settings):
     first = prepare(tiny_settings, progress=False)
     changed = tiny_settings.model_copy(update={"retrieval": tiny_settings.retrieval.model_copy(update={"epochs": 2})})
     assert prepare(changed, progress=False).directory != first.directory
+
+
+def test_retrieval_stage_alone_then_ilm_reuses_it(tiny_settings, tmp_path):
+    settings = tiny_settings.model_copy(update={"cache_dir": tmp_path})
+    stage = prepare_retrieval(settings, progress=False)
+    assert (stage.directory / "retrieval" / "DONE").is_file()
+    assert not (stage.directory / "ilm").exists()
+    assert stage.metrics["retrieval"]["model"]
+
+    artefacts = prepare(settings, progress=False)
+    assert artefacts.directory == stage.directory
+    assert artefacts.metrics["retrieval"] == stage.metrics["retrieval"]  # loaded, not retrained
+    assert (artefacts.directory / "ilm" / "DONE").is_file()
