@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.is_file(), reason=f"{CHROMIUM} not found: apt-get install chromium (.ci/run installs it)"
 )
 
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+"""Where the screenshot of a served turn is kept after the run (git-ignored)."""
 PACE_S = 0.05
 """Pause after each streamed event, so the browser paints every delta and the test can see the stream."""
 
@@ -96,7 +99,7 @@ def next_picks(service: ChatService, state: DialogueState, text: str) -> list[in
                       popularity=service.popularity, config=service.config.ranking)
 
 
-def test_a_turn_streams_its_reply_and_shows_catalogue_cards(app, tab, tmp_path):
+def test_a_turn_streams_its_reply_and_shows_catalogue_cards(app, tab):
     page = tab.page
     open_ui(page, app.url)
     assert turns_shown(page) == 0 and page.get_attribute("#message textarea", "maxlength") == "2000"
@@ -114,7 +117,8 @@ def test_a_turn_streams_its_reply_and_shows_catalogue_cards(app, tab, tmp_path):
     partial = [t for t in page.evaluate("window.botTexts") if t.strip() and catalogue[shown[0]].title not in t]
     assert partial, "the reply's sentence was on screen before the list of picks arrived"
 
-    shot = tmp_path / "ui.png"
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTEFACTS / "ui.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {shot}")
