@@ -90,7 +90,10 @@ class QFormerConfig(BaseModel):
 
 
 class Phase1Config(BaseModel):
-    """Item-language representation learning (LLM not involved): weighted sum of ITC, ITG and ITM."""
+    """Item-language representation learning (LLM not involved): weighted sum of ITC, ITG, ITM, IIC and UIC.
+
+    IIC and UIC need interaction histories (and UIC user CF vectors), passed to `train_ilm` as `interactions`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -111,11 +114,24 @@ class Phase1Config(BaseModel):
         "and two hard negatives per item triples the Q-Former work per step, and nothing downstream reads the "
         "ITM head yet (it re-ranks text->item retrieval).",
     )
+    iic_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the item-item contrastive loss over consecutive items of a user's history; 0 "
+        "switches it off. Needs interactions, which the embedded pipeline does not pass yet.",
+    )
+    uic_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the user-item contrastive loss (user CF vector vs an item of that user); 0 "
+        "switches it off. Needs interactions with user_embeddings.",
+    )
+    pair_batch_size: int = Field(32, ge=2, description="Pairs per step for IIC and for UIC (in-batch negatives).")
 
     @model_validator(mode="after")
     def _some_loss(self) -> Phase1Config:
-        if self.itc_weight == self.itg_weight == self.itm_weight == 0:
-            raise ValueError("phase 1 needs at least one of itc_weight, itg_weight, itm_weight > 0")
+        if not any(w > 0 for w in (self.itc_weight, self.itg_weight, self.itm_weight, self.iic_weight, self.uic_weight)):
+            raise ValueError("phase 1 needs at least one of itc_weight, itg_weight, itm_weight, iic_weight, uic_weight > 0")
         return self
 
 

@@ -1,7 +1,8 @@
 """Training objectives as small pure functions on tensors (shapes in brackets; B = batch, K = queries).
 
 Phase 1: ITC (`max_query_similarity` -> `itc_loss`), ITG (`itg_loss`), ITM (`sample_hard_negatives` ->
-`itm_loss`). Phase 2: `next_token_loss` over answer tokens.
+`itm_loss`), IIC (`pooled_features` -> `duplicate_pair_mask` -> `iic_loss`) and UIC (`uic_loss`).
+Phase 2: `next_token_loss` over answer tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+# excluded logits get this large finite constant (not -inf, which turns an all-excluded row into NaN)
+MASK_VALUE = -1e9
 
 
 def max_query_similarity(item_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -23,14 +26,66 @@ def max_query_similarity(item_features: torch.Tensor, text_features: torch.Tenso
     return torch.einsum("ikd,jd->ijk", item_features, text_features).amax(dim=-1)
 
 
-def itc_loss(similarity: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
+def itc_loss(
+    similarity: torch.Tensor, temperature: torch.Tensor | float, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric in-batch InfoNCE over an item-text similarity matrix `[B, B]` whose diagonal holds the pairs:
 
     L = 1/2 [ -1/B sum_i log softmax_j(s_ij / tau)[i]  -  1/B sum_j log softmax_i(s_ij / tau)[j] ].
+
+    `exclude [B, B]` (bool, False on the diagonal) drops entries from both softmaxes, e.g. in-batch duplicates
+    that are not negatives.
     """
     logits = similarity / temperature
+    if exclude is not None:
+        logits = logits.masked_fill(exclude, MASK_VALUE)
     targets = torch.arange(similarity.shape[0], device=similarity.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+
+
+def pooled_features(features: torch.Tensor) -> torch.Tensor:
+    """One vector per item from its K query features: z_i = normalize(1/K sum_k f_ik); `[B, K, d]` -> `[B, d]`."""
+    return F.normalize(features.mean(dim=1), dim=-1)
+
+
+def duplicate_pair_mask(left_ids: torch.Tensor, right_ids: torch.Tensor) -> torch.Tensor:
+    """`[B, B]` bool, True at (i, j), i != j, where pair j shares its left or its right id with pair i.
+
+    Such an entry is not a negative: if left_i = left_j then right_j is also a partner of left_i, and if
+    right_i = right_j the column holds the positive itself. `left_ids`, `right_ids` `[B]`.
+    """
+    same = (left_ids[:, None] == left_ids[None, :]) | (right_ids[:, None] == right_ids[None, :])
+    return same & ~torch.eye(len(left_ids), dtype=torch.bool, device=left_ids.device)
+
+
+def iic_loss(
+    item_features: torch.Tensor,
+    partner_features: torch.Tensor,
+    temperature: torch.Tensor | float,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Item-item contrastive: pair i = (item a_i, co-interacted item b_i), e.g. consecutive items of one user.
+
+    s_ij = <z(a_i), z(b_j)> with z = `pooled_features` of the query outputs `[B, K, d]`, then the symmetric
+    InfoNCE of `itc_loss` (positives on the diagonal, other pairs' items as negatives, `exclude` dropped).
+    """
+    similarity = pooled_features(item_features) @ pooled_features(partner_features).t()
+    return itc_loss(similarity, temperature, exclude)
+
+
+def uic_loss(
+    user_features: torch.Tensor,
+    item_features: torch.Tensor,
+    temperature: torch.Tensor | float,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """User-item contrastive: pair i = (user u_i, item v_i the user interacted with); the user side is the
+    Q-Former's query outputs for the user's CF vector (e.g. the two-tower fold-in of the history).
+
+    s_ij = <z(u_i), z(v_j)>, z = `pooled_features`, then the symmetric InfoNCE of `itc_loss`; as `iic_loss`
+    with a user on the left.
+    """
+    return iic_loss(user_features, item_features, temperature, exclude)
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

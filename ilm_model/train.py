@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ilm_model.configuration import ILMConfig
+from ilm_model.interactions import Interactions, co_interacted_pairs, user_item_pairs
 from ilm_model.evaluation import itc_recall_at_k, score_descriptions
 from ilm_model.item_text import describe
 from ilm_model.modeling import ItemLanguageModel
@@ -59,6 +60,31 @@ def heldout_split(n_items: int, n_heldout: int, seed: int) -> tuple[np.ndarray, 
     return np.setdiff1d(np.arange(n_items), heldout), heldout
 
 
+def phase1_pair_inputs(
+    config: ILMConfig, interactions: Interactions | None, n_items: int, train_rows: np.ndarray
+) -> dict[str, object]:
+    """`train_phase1` keyword arguments for IIC / UIC: pairs among `train_rows`, re-indexed to positions in it."""
+    phase1 = config.phase1
+    if not (phase1.iic_weight or phase1.uic_weight):
+        return {}
+    if interactions is None:
+        raise ValueError("phase1.iic_weight / uic_weight > 0 need interactions; pass them to train_ilm or set 0")
+    allowed = np.zeros(n_items, dtype=bool)
+    allowed[train_rows] = True
+    position = np.full(n_items, -1, dtype=np.int64)
+    position[train_rows] = np.arange(len(train_rows))
+    inputs: dict[str, object] = {}
+    if phase1.iic_weight:
+        inputs["item_pairs"] = position[co_interacted_pairs(interactions.histories, allowed)]
+    if phase1.uic_weight:
+        if interactions.user_embeddings is None:
+            raise ValueError("phase1.uic_weight > 0 needs interactions.user_embeddings")
+        pairs = user_item_pairs(interactions.histories, allowed)
+        inputs["user_pairs"] = np.stack([pairs[:, 0], position[pairs[:, 1]]], axis=1)
+        inputs["user_embeddings"] = torch.as_tensor(interactions.user_embeddings, dtype=torch.float32)
+    return inputs
+
+
 def train_ilm(
     catalogue: Catalogue,
     cf_item_embeddings: np.ndarray,
@@ -66,6 +92,7 @@ def train_ilm(
     tokenizer: PreTrainedTokenizerBase,
     config: ILMConfig | None = None,
     progress: bool = True,
+    interactions: Interactions | None = None,
 ) -> ILMTrainResult:
     """Train the ILM on every catalogue item except a held-out sample, then measure it and build the table.
 
@@ -73,6 +100,8 @@ def train_ilm(
     `load_frozen_llm`). Metrics: ITC text->item Recall@k of held-out items' texts over the whole catalogue
     (at the end, optionally also after phase 1; with the chance level k/n), exact-title accuracy and genre F1 of greedy
     descriptions from soft tokens for items trained in phase 2 and for held-out items, and wall times.
+    `interactions` (histories over catalogue rows, user CF vectors) feed IIC, UIC and the phase-2 recommendation
+    tasks; pairs and tasks touching a held-out item are dropped.
     """
     cf = np.asarray(cf_item_embeddings, dtype=np.float32)
     if cf.ndim != 2 or len(cf) != len(catalogue):
@@ -92,8 +121,10 @@ def train_ilm(
     model = ItemLanguageModel.from_config(config)
     history = TrainingHistory()
     tick = time.perf_counter()
+    pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
     train_phase1(
-        model, [texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed, progress
+        model, [texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed, progress,
+        **pair_inputs,
     )
     metrics["phase1_seconds"] = time.perf_counter() - tick
     if len(heldout_rows) and evaluation.recall_after_phase1:

@@ -1,8 +1,9 @@
-"""Phase 1, item-language representation learning (LLM not involved): ITC + ITG + ITM on (CF item, text) pairs.
+"""Phase 1, item-language representation learning (LLM not involved): ITC + ITG + ITM on (CF item, text) pairs,
+IIC on co-interacted item pairs and UIC on (user, item) pairs.
 
-Per step, three Q-Former passes over `[queries; text]`, each with its own attention mask:
+Per step, up to three Q-Former passes over `[queries; text]`, each with its own attention mask:
 unimodal (ITC: query and text features apart), causal (ITG: text generated from the queries),
-bidirectional on positives + hard negatives (ITM).
+bidirectional on positives + hard negatives (ITM); plus one query-only pass over the pairs of IIC and of UIC.
 """
 
 from __future__ import annotations
@@ -10,13 +11,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ilm_model.batching import shuffled_batches
 from ilm_model.configuration import Phase1Config
 from ilm_model.modeling import ItemLanguageModel
-from ilm_model.objectives import itc_loss, itg_loss, itm_loss, max_query_similarity, sample_hard_negatives
+from ilm_model.objectives import (
+    duplicate_pair_mask,
+    iic_loss,
+    itc_loss,
+    itg_loss,
+    itm_loss,
+    max_query_similarity,
+    sample_hard_negatives,
+    uic_loss,
+)
 from ilm_model.optimization import build_optimizer, warmup_cosine
 from ilm_model.training_history import TrainingHistory
 
@@ -31,6 +42,27 @@ class Phase1Losses:
     itc: torch.Tensor | None
     itg: torch.Tensor | None
     itm: torch.Tensor | None
+    iic: torch.Tensor | None = None
+    uic: torch.Tensor | None = None
+
+
+@dataclass
+class PairBatch:
+    """B contrastive pairs: CF vectors of the left (`[B, d_cf]`: items for IIC, users for UIC) and right
+    (`[B, d_cf]`: items) sides, and their ids `[B]` (to drop in-batch duplicates from the negatives)."""
+
+    left_cf: torch.Tensor
+    right_cf: torch.Tensor
+    left_ids: torch.Tensor
+    right_ids: torch.Tensor
+
+    def features(self, model: ItemLanguageModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITC-space query features of both sides, `[B, K, d]` each, from one query-only pass."""
+        both = model.encode_items(torch.cat([self.left_cf, self.right_cf]))
+        return both[: len(self.left_cf)], both[len(self.left_cf) :]
+
+    def exclude(self) -> torch.Tensor:
+        return duplicate_pair_mask(self.left_ids, self.right_ids)
 
 
 def phase1_losses(
@@ -40,14 +72,23 @@ def phase1_losses(
     attention_mask: torch.Tensor,
     config: Phase1Config,
     generator: torch.Generator | None = None,
+    item_pairs: PairBatch | None = None,
+    user_pairs: PairBatch | None = None,
 ) -> Phase1Losses:
-    """Losses of one batch of pairs: item i (`cf_embeddings [B, d_cf]`) and its text i (`input_ids [B, T]`)."""
-    unimodal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="unimodal")
-    similarity = max_query_similarity(
-        model.item_features(unimodal.query_states), model.text_features(unimodal.text_states)
-    )
+    """Losses of one batch of pairs: item i (`cf_embeddings [B, d_cf]`) and its text i (`input_ids [B, T]`),
+    plus IIC on `item_pairs` and UIC on `user_pairs` (each required when its weight is > 0)."""
+    if config.iic_weight and item_pairs is None:
+        raise ValueError("iic_weight > 0 needs item_pairs (co-interacted items); pass interactions or set it to 0")
+    if config.uic_weight and user_pairs is None:
+        raise ValueError("uic_weight > 0 needs user_pairs (user CF vectors); pass interactions or set it to 0")
     temperature = model.temperature_value()
-    itc = itc_loss(similarity, temperature) if config.itc_weight else None
+    itc, similarity = None, None
+    if config.itc_weight or config.itm_weight:
+        unimodal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="unimodal")
+        similarity = max_query_similarity(
+            model.item_features(unimodal.query_states), model.text_features(unimodal.text_states)
+        )
+        itc = itc_loss(similarity, temperature) if config.itc_weight else None
 
     itg = None
     if config.itg_weight:
@@ -68,9 +109,38 @@ def phase1_losses(
         labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(input_ids.device)
         itm = itm_loss(model.itm_logits(joint.query_states), labels)
 
-    parts = [(config.itc_weight, itc), (config.itg_weight, itg), (config.itm_weight, itm)]
+    iic = iic_loss(*item_pairs.features(model), temperature, item_pairs.exclude()) if config.iic_weight else None
+    uic = uic_loss(*user_pairs.features(model), temperature, user_pairs.exclude()) if config.uic_weight else None
+
+    parts = [
+        (config.itc_weight, itc), (config.itg_weight, itg), (config.itm_weight, itm),
+        (config.iic_weight, iic), (config.uic_weight, uic),
+    ]
     total = sum(weight * loss for weight, loss in parts if loss is not None)
-    return Phase1Losses(total=total, itc=itc, itg=itg, itm=itm)
+    return Phase1Losses(total=total, itc=itc, itg=itg, itm=itm, iic=iic, uic=uic)
+
+
+class PairSampler:
+    """Epochs of shuffled batches of index pairs `[P, 2]`; each batch becomes a `PairBatch` by looking the
+    left column up in `left_table` and the right one in `right_table` (`[*, d_cf]` each)."""
+
+    def __init__(
+        self,
+        pairs: np.ndarray,
+        left_table: torch.Tensor,
+        right_table: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+    ):
+        if len(pairs) < 2:
+            raise ValueError(f"contrastive pairs need at least 2 pairs; got {len(pairs)}")
+        self.pairs = torch.as_tensor(pairs, dtype=torch.long)
+        self.left_table, self.right_table = left_table, right_table
+        self.batches = shuffled_batches(len(pairs), batch_size, generator)
+
+    def next(self) -> PairBatch:
+        left, right = self.pairs[next(self.batches)].unbind(1)
+        return PairBatch(self.left_table[left], self.right_table[right], left, right)
 
 
 def train_phase1(
@@ -81,11 +151,27 @@ def train_phase1(
     history: TrainingHistory,
     seed: int = 0,
     progress: bool = True,
+    item_pairs: np.ndarray | None = None,
+    user_embeddings: torch.Tensor | None = None,
+    user_pairs: np.ndarray | None = None,
 ) -> None:
-    """Train `model` in place on pairs (cf_embeddings[i] `[n, d_cf]`, texts[i]); one history record per step."""
+    """Train `model` in place on pairs (cf_embeddings[i] `[n, d_cf]`, texts[i]); one history record per step.
+
+    IIC reads `item_pairs [P, 2]` (indices into `cf_embeddings` of co-interacted items), UIC `user_pairs [P, 2]`
+    (index into `user_embeddings [U, d_cf]`, index into `cf_embeddings`); each only when its weight is > 0.
+    """
     if len(texts) != len(cf_embeddings) or len(texts) < 2:
         raise ValueError(f"need >= 2 aligned pairs; got {len(texts)} texts and {len(cf_embeddings)} CF rows")
     generator = torch.Generator().manual_seed(seed)
+    item_sampler = user_sampler = None
+    if config.iic_weight:
+        if item_pairs is None:
+            raise ValueError("iic_weight > 0 needs item_pairs (co-interacted items); pass interactions or set it to 0")
+        item_sampler = PairSampler(item_pairs, cf_embeddings, cf_embeddings, config.pair_batch_size, generator)
+    if config.uic_weight:
+        if user_pairs is None or user_embeddings is None:
+            raise ValueError("uic_weight > 0 needs user_embeddings and user_pairs; pass interactions or set it to 0")
+        user_sampler = PairSampler(user_pairs, user_embeddings, cf_embeddings, config.pair_batch_size, generator)
     tokens = model.tokenize(texts)
     optimizer = build_optimizer(model.named_parameters(), config.learning_rate, config.weight_decay)
     schedule = warmup_cosine(optimizer, config.warmup_steps, config.steps)
@@ -97,7 +183,8 @@ def train_phase1(
         mask = tokens["attention_mask"][rows]
         length = int(mask.sum(1).max())
         losses = phase1_losses(
-            model, cf_embeddings[rows], tokens["input_ids"][rows, :length], mask[:, :length], config, generator
+            model, cf_embeddings[rows], tokens["input_ids"][rows, :length], mask[:, :length], config, generator,
+            item_sampler.next() if item_sampler else None, user_sampler.next() if user_sampler else None,
         )
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
@@ -105,8 +192,8 @@ def train_phase1(
         optimizer.step()
         schedule.step()
         record = {"loss": losses.total.item(), "lr": schedule.get_last_lr()[0]}
-        record |= {f"loss_{k}": v.item() for k, v in (("itc", losses.itc), ("itg", losses.itg), ("itm", losses.itm))
-                   if v is not None}
+        parts = {"itc": losses.itc, "itg": losses.itg, "itm": losses.itm, "iic": losses.iic, "uic": losses.uic}
+        record |= {f"loss_{k}": v.item() for k, v in parts.items() if v is not None}
         record["temperature"] = model.temperature_value().item()
         history.log(PHASE, step, **record)
         bar.set_postfix(loss=f"{record['loss']:.3f}")

@@ -41,6 +41,7 @@ def test_for_data_fills_sizes_and_refuses_clashes():
 def test_phase_validators():
     with pytest.raises(ValidationError, match="at least one"):
         Phase1Config(itc_weight=0, itg_weight=0, itm_weight=0)
+    assert Phase1Config(itc_weight=0, itg_weight=0, iic_weight=1).iic_weight == 1
     with pytest.raises(ValidationError, match=r"\{item\}"):
         Phase2Config(instruction="Describe this movie")
     with pytest.raises(ValidationError):

@@ -4,12 +4,16 @@ import torch
 
 from ilm_model.objectives import (
     IGNORE_INDEX,
+    duplicate_pair_mask,
+    iic_loss,
     itc_loss,
     itg_loss,
     itm_loss,
     max_query_similarity,
     next_token_loss,
+    pooled_features,
     sample_hard_negatives,
+    uic_loss,
 )
 
 
@@ -94,3 +98,54 @@ def test_itm_loss_by_hand():
     labels = torch.tensor([1, 0, 0])
     expected = -(torch.log_softmax(logits, -1)[[0, 1, 2], labels]).mean()
     torch.testing.assert_close(itm_loss(logits, labels), expected)
+
+
+def _brute_force_infonce(sim, tau, exclude):
+    """Both directions by explicit sums, skipping excluded entries."""
+    n = len(sim)
+    e = [[math.exp(float(sim[i][j]) / tau) for j in range(n)] for i in range(n)]
+    rows = -sum(math.log(e[i][i] / sum(e[i][j] for j in range(n) if not exclude[i][j])) for i in range(n)) / n
+    cols = -sum(math.log(e[j][j] / sum(e[i][j] for i in range(n) if not exclude[i][j])) for j in range(n)) / n
+    return 0.5 * (rows + cols)
+
+
+def test_itc_exclude_drops_entries_from_both_softmaxes():
+    sim = torch.tensor([[0.9, 0.8, -0.2], [0.3, 0.5, 0.0], [0.2, 0.4, 0.7]])
+    exclude = torch.tensor([[False, True, False], [False, False, False], [False, False, False]])
+    expected = _brute_force_infonce(sim.tolist(), 0.1, exclude.tolist())
+    assert math.isclose(itc_loss(sim, 0.1, exclude).item(), expected, rel_tol=1e-5)
+    assert not math.isclose(itc_loss(sim, 0.1).item(), expected, rel_tol=1e-3)
+
+
+def test_pooled_features_by_hand():
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[3.0, 4.0], [3.0, 4.0]]])
+    expected = torch.tensor([[2**-0.5, 2**-0.5], [0.6, 0.8]])
+    torch.testing.assert_close(pooled_features(features), expected)
+
+
+def test_duplicate_pair_mask_by_hand():
+    left, right = torch.tensor([1, 1, 2, 3]), torch.tensor([5, 6, 7, 5])
+    expected = [[i != j and (left[i] == left[j] or right[i] == right[j]) for j in range(4)] for i in range(4)]
+    assert duplicate_pair_mask(left, right).tolist() == expected
+    assert duplicate_pair_mask(left, right).tolist()[0] == [False, True, False, True]
+
+
+def test_iic_and_uic_match_brute_force_over_pooled_queries():
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(4, 3, 5), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(4, 3, 5), dim=-1)
+    tau = 0.2
+
+    def pooled(x, i):
+        mean = [sum(float(x[i, k, d]) for k in range(3)) / 3 for d in range(5)]
+        norm = math.sqrt(sum(v * v for v in mean))
+        return [v / norm for v in mean]
+
+    sim = [[sum(p * q for p, q in zip(pooled(a, i), pooled(b, j))) for j in range(4)] for i in range(4)]
+    none = [[False] * 4 for _ in range(4)]
+    assert math.isclose(iic_loss(a, b, tau).item(), _brute_force_infonce(sim, tau, none), rel_tol=1e-5)
+    exclude = duplicate_pair_mask(torch.tensor([0, 0, 1, 2]), torch.tensor([3, 4, 5, 6]))
+    expected = _brute_force_infonce(sim, tau, exclude.tolist())
+    assert math.isclose(uic_loss(a, b, tau, exclude).item(), expected, rel_tol=1e-5)
+    # a perfectly aligned batch of distinct pairs is far below chance log(B)
+    assert iic_loss(a, a, 0.01).item() < 0.1 < math.log(4)

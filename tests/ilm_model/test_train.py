@@ -60,3 +60,27 @@ def test_train_ilm_checks_alignment(tiny_config, tiny_llm, catalogue, cf_embeddi
     wrong = tiny_config.model_copy(update={"llm_hidden_size": 999})
     with pytest.raises(ValueError, match="llm_hidden_size"):
         train_ilm(catalogue, cf_embeddings, llm, tok, wrong, progress=False)
+
+
+def test_train_ilm_with_iic_and_uic_uses_training_items_only(tiny_config, tiny_llm, catalogue, cf_embeddings):
+    from ilm_model.interactions import Interactions
+    from ilm_model.train import phase1_pair_inputs
+
+    histories = [np.arange(0, 20), np.arange(20, 40), np.array([5, 3, 30])]
+    interactions = Interactions(histories, np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32))
+    config = tiny_config.model_copy(
+        update={"phase1": tiny_config.phase1.model_copy(update={"iic_weight": 1.0, "uic_weight": 1.0})}
+    )
+    train_rows, heldout = heldout_split(40, 8, 0)
+    inputs = phase1_pair_inputs(config, interactions, 40, train_rows)
+    # brute force: consecutive pairs among training rows, as positions into train_rows
+    pos = {int(r): p for p, r in enumerate(train_rows)}
+    expected = [(pos[h[t]], pos[h[t + 1]]) for h in histories for t in range(len(h) - 1)
+                if h[t] in pos and h[t + 1] in pos]
+    assert [tuple(p) for p in inputs["item_pairs"].tolist()] == expected
+    assert all(train_rows[i] not in heldout for _, i in inputs["user_pairs"].tolist())
+    llm, tok = tiny_llm
+    result = train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False, interactions=interactions)
+    assert {"loss_iic", "loss_uic"} <= result.history.phase("phase1")[0].keys()
+    with pytest.raises(ValueError, match="need interactions"):
+        train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False)
