@@ -32,7 +32,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             nested.setdefault(section, {})[field] = value
-    if args.seed is not None:
+    if args.seed is not None and args.command != "eval":  # eval's --seed seeds the harness, not training
         for section in ("retrieval", "ilm"):
             nested.setdefault(section, {})["seed"] = args.seed
     for name in ("cache_dir", "llm"):
@@ -42,13 +42,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {**out, **nested}
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, seed_help: str = "seed of retrieval and ILM training") -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (env ILMREC_* and flags override it)")
     parser.add_argument("--cache-dir", type=Path, help="downloads, converted models, trained artefacts")
     parser.add_argument("--dataset", help="ml-latest-small (default), ml-100k, ml-1m, ml-20m, ml-25m")
     parser.add_argument("--data-path", type=Path, help="a local MovieLens folder in GroupLens format")
     parser.add_argument("--llm", help="frozen chat LLM: 'bundled' (SmolLM2-135M) or a Hugging Face id or path")
-    parser.add_argument("--seed", type=int, help="seed of retrieval and ILM training")
+    parser.add_argument("--seed", type=int, help=seed_help)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(chat)
 
     evaluate = sub.add_parser("eval", help="replay logged conversations (ReDial, INSPIRED, our log) and report")
-    _add_common(evaluate)
+    _add_common(evaluate, seed_help="seeds the turn samples and the systems (the artefacts are trained as configured)")
     add_eval_arguments(evaluate)
 
     config = sub.add_parser("config", help="settings (`config show` prints the effective ones, secrets masked)")

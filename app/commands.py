@@ -12,7 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from app.pipeline import Artefacts, load_data, prepare, prepare_retrieval
+from app.pipeline import Artefacts, load_data, load_trained, prepare, prepare_retrieval
 from app.settings import Settings, load_settings
 from retrieval.data import MovieLensData
 
@@ -55,7 +55,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     evaluate_command(
         options,
         load_data=lambda: load_data(settings),
-        load_artefacts=lambda: prepare(settings),
+        load_artefacts=lambda: load_trained(options.artefacts, settings) if options.artefacts else prepare(settings),
         build_service=lambda artefacts: build_service(settings, artefacts),
     )
     return 0

@@ -93,8 +93,7 @@ def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArt
 
     retrieval_dir = root / "retrieval"
     if (retrieval_dir / DONE).is_file():
-        recommender = TwoTowerRecommender.load(retrieval_dir, data.catalogue)
-        log.info("retrieval: loaded %s", retrieval_dir)
+        recommender = _load_retrieval(retrieval_dir, data.catalogue)
     else:
         started = time.perf_counter()
         result = train_retrieval(data, settings.retrieval, progress=progress)
@@ -119,9 +118,7 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
     llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
     ilm_dir = root / "ilm"
     if (ilm_dir / DONE).is_file():
-        ilm = ItemLanguageModel.from_pretrained(ilm_dir / "model")
-        soft_tokens = SoftTokenTable.load(ilm_dir / "soft_tokens.safetensors")
-        log.info("ilm: loaded %s", ilm_dir)
+        ilm, soft_tokens = _load_ilm(ilm_dir)
     else:
         started = time.perf_counter()
         result = train_ilm(data.catalogue, recommender.item_embeddings(), llm, tokenizer, settings.ilm, progress)
@@ -132,6 +129,36 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
         write_atomic(ilm_dir / DONE, b"")
 
     return Artefacts(root, data.catalogue, recommender, ilm, soft_tokens, llm, tokenizer, metrics)
+
+
+def load_trained(root: Path, settings: Settings) -> Artefacts:
+    """The artefacts of a finished run folder, whatever its fingerprint (e.g. trained by an older version
+    whose settings schema differed); only the LLM comes from `settings`. FileNotFoundError says what is missing."""
+    root = Path(root).expanduser()
+    unfinished = [stage for stage in ("retrieval", "ilm") if not (root / stage / DONE).is_file()]
+    if not (root / "catalogue.json").is_file() or unfinished:
+        raise FileNotFoundError(
+            f"{root} is not a finished artefact folder (missing {', '.join(unfinished) or 'catalogue.json'}): "
+            "point at <cache>/artifacts/<dataset>-<fingerprint>/ after `ilmrec train` has finished"
+        )
+    catalogue = Catalogue.load(root / "catalogue.json")
+    recommender = _load_retrieval(root / "retrieval", catalogue)
+    ilm, soft_tokens = _load_ilm(root / "ilm")
+    llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
+    return Artefacts(root, catalogue, recommender, ilm, soft_tokens, llm, tokenizer, _read_metrics(root))
+
+
+def _load_retrieval(directory: Path, catalogue: Catalogue) -> TwoTowerRecommender:
+    recommender = TwoTowerRecommender.load(directory, catalogue)
+    log.info("retrieval: loaded %s", directory)
+    return recommender
+
+
+def _load_ilm(directory: Path) -> tuple[ItemLanguageModel, SoftTokenTable]:
+    ilm = ItemLanguageModel.from_pretrained(directory / "model")
+    soft_tokens = SoftTokenTable.load(directory / "soft_tokens.safetensors")
+    log.info("ilm: loaded %s", directory)
+    return ilm, soft_tokens
 
 
 def _read_metrics(root: Path) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Conversational benchmark: the evaluation harness on ReDial test-dev and INSPIRED test, ML-latest-small catalogue.
 
-    .venv/bin/python -m benchmarks.conversational [--limit N] [--systems popularity,retrieval,...] [--seed 0]
+    .venv/bin/python -m benchmarks.conversational [--limit N] [--llm-limit N] [--systems popularity,...] [--seed 0]
 
 Trains (or loads from the artefact cache) what the systems need through `app.pipeline.prepare`, runs
 `app.evaluation.command.evaluate_command`, and writes `benchmarks/results/conversational.json` (every figure)
@@ -27,14 +27,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder (default ../shared/data)")
     parser.add_argument("--systems", help="comma-separated systems (default: all in-process systems)")
     parser.add_argument("--limit", type=int, help="a seeded random sample of N turns per dataset")
+    parser.add_argument("--llm-limit", type=int, help="the LLM systems replay a seeded sample of N turns per dataset")
     parser.add_argument("--seed", type=int, default=0, help="seeds the turn sample and the systems (not training)")
     parser.add_argument("--config", type=Path, help="an ilmrec settings YAML (as for `ilmrec train`)")
+    parser.add_argument("--artefacts", type=Path, help="a finished artefact folder to evaluate instead of prepare()")
     args = parser.parse_args(argv)
 
     from app.commands import build_service
     from app.evaluation.command import evaluate_command
     from app.evaluation.options import DEFAULT_SYSTEMS, EvalOptions
-    from app.pipeline import prepare
+    from app.pipeline import load_trained, prepare
     from app.settings import load_settings
     from retrieval.data import load_movielens
 
@@ -53,13 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         inspired=inspired,
         systems=args.systems.split(",") if args.systems else list(DEFAULT_SYSTEMS),
         limit=args.limit,
+        llm_limit=args.llm_limit,
         seed=args.seed,
         out=out,
+        artefacts=args.artefacts,
     )
     evaluate_command(
         options,
         load_data=lambda: load_movielens("ml-latest-small", path=movielens, download=False),
-        load_artefacts=lambda: prepare(settings),
+        load_artefacts=lambda: load_trained(args.artefacts, settings) if args.artefacts else prepare(settings),
         build_service=lambda artefacts: build_service(settings, artefacts),
     )
     command = "python -m benchmarks.conversational " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -17,8 +17,8 @@ import numpy as np
 from rich.console import Console
 
 from app.evaluation.importers import EvalTurn, ImportedDataset, import_crs, import_session_log, popularity_counts
-from app.evaluation.options import NEEDS_ARTEFACTS, EvalOptions
-from app.evaluation.replay import EvaluationResult, run_evaluation
+from app.evaluation.options import LLM_SYSTEMS, NEEDS_ARTEFACTS, EvalOptions
+from app.evaluation.replay import EvaluationResult, TurnKey, run_evaluation, turn_key
 from app.evaluation.report import format_table, write_report
 from app.evaluation.systems import (
     DialogueSystem,
@@ -57,9 +57,11 @@ def evaluate_command(
     counts = popularity_counts(catalogue, data.ratings["item_id"].to_numpy())
     notes: list[str] = [f"Catalogue: {data.name} ({len(catalogue)} movies, read from {data.source})."]
     datasets = _import(options, catalogue, counts, notes)
-    turns = [turn for dataset in datasets for turn in _select(dataset, options, notes)]
+    selected = {dataset.name: _select(dataset, options, notes) for dataset in datasets}
+    turns = [turn for chosen in selected.values() for turn in chosen]
     systems = _build_systems(options, catalogue, counts, load_artefacts, build_service, notes)
-    result = run_evaluation(turns, systems, catalogue, options.k_list, options.seed, options.progress)
+    only = _llm_sample(selected, options, [s.name for s in systems], notes)
+    result = run_evaluation(turns, systems, catalogue, options.k_list, options.seed, options.progress, only=only)
     result = result.model_copy(
         update={
             "linking": [d.linking for d in datasets if d.linking is not None],
@@ -106,12 +108,38 @@ def _select(dataset: ImportedDataset, options: EvalOptions, notes: list[str]) ->
             )
         turns = scorable
     if options.limit is not None and options.limit < len(turns):
-        chosen = np.sort(np.random.default_rng(options.seed).choice(len(turns), options.limit, replace=False))
         notes.append(f"{dataset.name}: a random sample of {options.limit} of {len(turns)} turns (seed {options.seed}).")
-        turns = [turns[i] for i in chosen]
+        turns = _sample(turns, options.limit, options.seed)
     if not turns:
         raise DataError(f"{dataset.source}: no turns to evaluate")
     return turns
+
+
+def _sample(turns: list[EvalTurn], n: int, seed: int) -> list[EvalTurn]:
+    """n of `turns` drawn without replacement by a generator seeded with `seed`, in their original order."""
+    if n >= len(turns):
+        return turns
+    chosen = np.sort(np.random.default_rng(seed).choice(len(turns), n, replace=False))
+    return [turns[i] for i in chosen]
+
+
+def _llm_sample(
+    selected: dict[str, list[EvalTurn]], options: EvalOptions, systems: list[str], notes: list[str]
+) -> dict[str, set[TurnKey]]:
+    """With `--llm-limit N`: the turns each LLM system replays (a seeded sample of N per dataset)."""
+    slow = [s for s in systems if s in LLM_SYSTEMS]
+    if options.llm_limit is None or not slow:
+        return {}
+    keys: set[TurnKey] = set()
+    for name, turns in selected.items():
+        sample = _sample(turns, options.llm_limit, options.seed)
+        keys |= {turn_key(t) for t in sample}
+        if len(sample) < len(turns):
+            notes.append(
+                f"{name}: {', '.join(slow)} replayed a random sample of {len(sample)} of {len(turns)} turns "
+                f"(seed {options.seed}); the other systems replayed all {len(turns)}."
+            )
+    return {s: keys for s in slow}
 
 
 def _build_systems(

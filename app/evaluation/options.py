@@ -11,6 +11,8 @@ DEFAULT_K = (1, 5, 10, 20, 50)
 SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue", "endpoint", "logged")
 DEFAULT_SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue")
 NEEDS_ARTEFACTS = frozenset({"retrieval", "fusion", "text-llm", "dialogue"})
+LLM_SYSTEMS = frozenset({"text-llm", "dialogue", "endpoint"})
+"""Systems that generate text per turn (slow on CPU): `--llm-limit` samples their turns."""
 
 
 class EvalOptions(BaseModel):
@@ -21,9 +23,19 @@ class EvalOptions(BaseModel):
     log: Path | None = Field(None, description="Our own session log (JSONL).")
     systems: list[str] = Field(default_factory=lambda: list(DEFAULT_SYSTEMS), description=f"Any of {', '.join(SYSTEMS)}.")
     limit: int | None = Field(None, ge=1, description="Evaluate a seeded random sample of this many turns per dataset.")
+    llm_limit: int | None = Field(
+        None, ge=1,
+        description=f"The LLM systems ({', '.join(sorted(LLM_SYSTEMS))}) replay a seeded sample of this many turns "
+        "per dataset (drawn from the turns the others replay); the report also scores every system on that sample.",
+    )
     endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (e.g. http://host:8000/v1).")
     endpoint_model: str = Field("ilmrec", description="Model name sent to the endpoint.")
     out: Path = Field(Path("eval-report"), description="Folder for the report, results.json, plots, mappings.")
+    artefacts: Path | None = Field(
+        None,
+        description="A finished artefact folder (<cache>/artifacts/<dataset>-<fingerprint>/) to evaluate as is, "
+        "instead of the one the current settings fingerprint to (which trains when missing).",
+    )
     seed: int = Field(0, description="Seeds the turn sample and every system.")
     k_list: list[int] = Field(default_factory=lambda: list(DEFAULT_K), description="Cut-offs for Recall/NDCG/MRR.")
     progress: bool = Field(True, description="Show a progress bar over turns.")
@@ -65,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", type=Path, help="an ilmrec session log (JSONL) to replay")
     parser.add_argument("--systems", help=f"comma-separated, from {', '.join(SYSTEMS)} (default: {','.join(DEFAULT_SYSTEMS)})")
     parser.add_argument("--limit", type=int, help="evaluate a seeded random sample of N turns per dataset")
+    parser.add_argument("--llm-limit", type=int,
+                        help="the LLM systems (text-llm, dialogue, endpoint) replay a seeded sample of N turns per dataset")
     parser.add_argument("--endpoint", help="base URL of an OpenAI-compatible API to evaluate as system 'endpoint'")
     parser.add_argument("--endpoint-model", help="model name to send to --endpoint (default ilmrec)")
     parser.add_argument("--out", type=Path, help="report folder (default ./eval-report)")
+    parser.add_argument("--artefacts", type=Path,
+                        help="evaluate this finished artefact folder instead of training/loading by fingerprint")

@@ -10,6 +10,10 @@ otherwise `rec`; `all` pools both. Under `seen_excluded` a `dis` target can neve
 Per turn, also: latency, the share of the first `REPEAT_K` recommendations that repeat a mentioned movie,
 and, for systems that talk, how many movie names the reply contains and how many are not in the catalogue.
 
+A system may be given only some of the turns (`only`, e.g. a seeded sample for the slow LLM systems). Each
+system's summary then covers the turns it saw, and `common_summaries` scores every system again on the
+turns all of them saw, so that systems can be compared on the same rows.
+
 Deterministic for a fixed seed: Python, NumPy and (when loaded) torch are seeded before each system's pass;
 only latencies vary between runs.
 """
@@ -20,7 +24,7 @@ import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -49,6 +53,12 @@ CONDITIONS = ("rec", "dis", "all")
 REPEAT_K = 10
 
 Condition = Literal["rec", "dis"]
+TurnKey = tuple[str, str, str]
+"""(dataset, dialogue_id, turn_id): identifies an evaluation turn."""
+
+
+def turn_key(turn: EvalTurn | RowResult | TurnResult) -> TurnKey:
+    return (turn.dataset, turn.dialogue_id, turn.turn_id)
 
 
 class RowResult(BaseModel):
@@ -128,7 +138,11 @@ class EvaluationResult(BaseModel):
     repeat_k: int = REPEAT_K
     systems: list[dict[str, Any]]
     datasets: list[DatasetSummary]
-    summaries: list[SystemSummary]
+    summaries: list[SystemSummary] = Field(description="Each system on the turns it was given.")
+    common_summaries: list[SystemSummary] = Field(
+        default_factory=list,
+        description="Every system on the turns all systems were given; only when some were given fewer.",
+    )
     rows: list[RowResult]
     turns: list[TurnResult]
     linking: list[LinkingStats] = Field(default_factory=list)
@@ -149,8 +163,12 @@ def run_evaluation(
     k_list: Sequence[int] = DEFAULT_K,
     seed: int = 0,
     progress: bool = True,
+    only: Mapping[str, Collection[TurnKey]] | None = None,
 ) -> EvaluationResult:
-    """Replay every turn through every system; score rows, summarise per system and dataset."""
+    """Replay every turn through every system; score rows, summarise per system and dataset.
+
+    `only` maps a system name to the turns (`turn_key`) it replays; systems not named replay all turns.
+    """
     if not systems:
         raise ValueError("no systems to evaluate; pass at least one")
     k_list = sorted({int(k) for k in k_list})
@@ -159,12 +177,18 @@ def run_evaluation(
     names = [s.name for s in systems]
     if len(set(names)) != len(names):
         raise ValueError(f"system names must be unique, got {names}")
+    only = only or {}
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"`only` names systems that are not evaluated: {unknown}")
     max_k = k_list[-1]
     rows: list[RowResult] = []
     turns: list[TurnResult] = []
     for system in systems:
         _seed_everything(seed)
-        for turn in tqdm(dataset_rows, desc=system.name, unit="turn", disable=not progress):
+        wanted = set(only[system.name]) if system.name in only else None
+        mine = [t for t in dataset_rows if wanted is None or turn_key(t) in wanted]
+        for turn in tqdm(mine, desc=system.name, unit="turn", disable=not progress):
             replayed = _replay_turn(system, turn, catalogue, max_k)
             if replayed is not None:
                 rows += replayed[0]
@@ -177,9 +201,32 @@ def run_evaluation(
         systems=[s.describe() for s in systems],
         datasets=[_dataset_summary(d, dataset_rows, catalogue) for d in datasets],
         summaries=[_summarise(s.name, d, rows, turns, k_list) for s in systems for d in datasets if (s.name, d) in pairs],
+        common_summaries=_common_summaries(names, datasets, rows, turns, k_list) if only else [],
         rows=rows,
         turns=turns,
     )
+
+
+def _common_summaries(
+    systems: Sequence[str], datasets: Sequence[str], rows: Sequence[RowResult], turns: Sequence[TurnResult],
+    k_list: Sequence[int],
+) -> list[SystemSummary]:
+    """Every system summarised on the turns of each dataset that all systems replayed (where that is fewer)."""
+    summaries = []
+    for dataset in datasets:
+        seen: dict[str, set[TurnKey]] = {
+            s: {turn_key(t) for t in turns if t.system == s and t.dataset == dataset}
+            for s in systems
+        }
+        if not all(seen.values()):
+            continue
+        common = set.intersection(*seen.values())
+        if all(len(keys) == len(common) for keys in seen.values()):
+            continue
+        mine_rows = [r for r in rows if turn_key(r) in common]
+        mine_turns = [t for t in turns if turn_key(t) in common]
+        summaries += [_summarise(s, dataset, mine_rows, mine_turns, k_list) for s in systems]
+    return summaries
 
 
 def _replay_turn(

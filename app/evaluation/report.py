@@ -141,14 +141,24 @@ def _sections(result: EvaluationResult) -> list[_Section]:
     metric_headers = [*(f"R@{k}" for k in ks), "NDCG@10", "MRR@10"]
     for dataset in result.datasets:
         summaries = [s for s in result.summaries if s.dataset == dataset.name]
-        rows = [[s.system, str(s.metrics[HEADLINE_MODE][HEADLINE_CONDITION].n), *_metric_cells(s, ks, HEADLINE_MODE, HEADLINE_CONDITION)] for s in summaries]
+        rows = [[s.system, str(s.turns), *_metric_cells_with_n(s, ks)] for s in summaries]
         rows += [
-            [f"{ref.model} (published, full test split)", "", *(_num(ref.recall.get(k)) for k in ks), "", ""]
+            [f"{ref.model} (published, full test split)", "", "", *(_num(ref.recall.get(k)) for k in ks), "", ""]
             for ref in REFERENCES if ref.dataset == dataset.name
         ]
         sections.append(
-            _Section(title=f"{dataset.name}: condition rec, seen excluded", headers=["system", "rows", *metric_headers], rows=rows)
+            _Section(title=f"{dataset.name}: condition rec, seen excluded", headers=["system", "turns", "rows", *metric_headers], rows=rows)
         )
+        common = [s for s in result.common_summaries if s.dataset == dataset.name]
+        if common:
+            sections.append(
+                _Section(
+                    title=f"{dataset.name}: every system on the same {common[0].turns} sampled turns (rec, seen excluded)",
+                    text="Some systems replayed only a sample of the turns; here all are scored on those turns alone.",
+                    headers=["system", "turns", "rows", *metric_headers],
+                    rows=[[s.system, str(s.turns), *_metric_cells_with_n(s, ks)] for s in common],
+                )
+            )
         other = [
             [s.system, mode.replace("_", " "), condition, str(s.metrics[mode][condition].n), *_metric_cells(s, ks, mode, condition)]
             for s in summaries for mode in MODES for condition in CONDITIONS
@@ -193,6 +203,11 @@ def _sections(result: EvaluationResult) -> list[_Section]:
 def _metric_cells(s: SystemSummary, ks: Sequence[int], mode: str, condition: str) -> list[str]:
     values = s.metrics[mode][condition].values
     return [*(_pm(values[f"recall@{k}"]) for k in ks), _pm(values.get("ndcg@10")), _pm(values.get("mrr@10"))]
+
+
+def _metric_cells_with_n(s: SystemSummary, ks: Sequence[int]) -> list[str]:
+    """The headline setting's row count, then its metric cells."""
+    return [str(s.metrics[HEADLINE_MODE][HEADLINE_CONDITION].n), *_metric_cells(s, ks, HEADLINE_MODE, HEADLINE_CONDITION)]
 
 
 def _get(s: SystemSummary, metric: str) -> float | None:

@@ -9,14 +9,17 @@ the movie names the reply contains and which of those are not in the catalogue.
   retrieval   every movie mentioned so far, folded into a session vector by the two-tower recommender.
   fusion      retrieval's session-vector scores plus the ILM's ITC text->item scores of the user's words,
               each standardised over the catalogue, weighted and summed.
-  dialogue    the full `serving.service.ChatService` in process (state tracking, filters, LLM reply).
+  dialogue    the full `serving.service.ChatService` in process (state tracking, filters, LLM reply): the
+              movies it recommends, then (by default) its own ranker's next candidates to fill the list.
   text-llm    the frozen LLM alone, prompted with the dialogue and the titles of retrieval's top candidates
               as text, asked to name one; the name is parsed back to a catalogue id.
   endpoint    any OpenAI-compatible chat endpoint; ilmrec's `recommendations` extra field when present,
               else the movies linked in the reply text.
   logged      what our system answered when the turn was served (session-log turns only; it skips others).
 
-Systems receive trained objects in their constructors; nothing here trains.
+Popularity, retrieval and fusion never return a movie they saw mentioned (as a deployed recommender would
+not); the dialogue system applies its own filters. Systems receive trained objects in their constructors;
+nothing here trains.
 """
 
 from __future__ import annotations
@@ -101,11 +104,13 @@ class System(ABC):
 
 
 class PopularitySystem(System):
+    """The most rated movies, minus those mentioned so far."""
+
     def __init__(self, popularity: PopularityRecommender, name: str = "popularity"):
         self.popularity, self.name = popularity, name
 
     def recommend(self, context: SystemContext, k: int) -> SystemOutput:
-        ids, _ = self.popularity.recommend([], k, filter_history=False)
+        ids, _ = self.popularity.recommend(context.mentioned_ids(), k)
         return SystemOutput(item_ids=[int(i) for i in ids])
 
 
@@ -118,14 +123,17 @@ class RetrievalConfig(BaseModel):
 
 
 class RetrievalSystem(System):
-    """Mentions folded into a session vector; no mentions falls back to the recommender's popularity order."""
+    """Mentions folded into a session vector; no mentions falls back to the recommender's popularity order.
+
+    Movies mentioned by anyone are never returned, also when only some speakers' mentions are folded in.
+    """
 
     def __init__(self, recommender: Recommender, config: RetrievalConfig | None = None, name: str = "retrieval"):
         self.recommender, self.config, self.name = recommender, config or RetrievalConfig(), name
 
     def recommend(self, context: SystemContext, k: int) -> SystemOutput:
         history = context.mentioned_ids(self.config.roles)
-        ids, _ = self.recommender.recommend(history, k, filter_history=False)
+        ids, _ = self.recommender.recommend(history, k, exclude=context.mentioned_ids())
         return SystemOutput(item_ids=[int(i) for i in ids])
 
     def describe(self) -> dict[str, Any]:
@@ -146,7 +154,7 @@ class FusionSystem(System):
     """score = cf_weight * z(session vector . item vectors) + text_weight * z(max_K ITC(text, item)).
 
     z() standardises over the catalogue. Without mentions only the text term counts; without user text
-    only the CF term; with neither, the recommender's popularity order.
+    only the CF term; with neither, the recommender's popularity order. Mentioned movies are never returned.
     """
 
     def __init__(
@@ -187,14 +195,28 @@ class FusionSystem(System):
                 itc = (self._item_features @ text).amax(dim=1).numpy()  # [n_items]
             scores += self.config.text_weight * _standardise(itc)
             used = True
+        mentioned = context.mentioned_ids()
         if not used:
-            ids, _ = self.recommender.popularity.recommend([], k, filter_history=False)
+            ids, _ = self.recommender.popularity.recommend(mentioned, k)
             return SystemOutput(item_ids=[int(i) for i in ids])
-        order = np.lexsort((np.arange(len(scores)), -scores))[:k]
-        return SystemOutput(item_ids=[int(i) for i in self.catalogue.ids[order]])
+        order = np.lexsort((np.arange(len(scores)), -scores))
+        seen = set(mentioned)
+        ids = [int(i) for i in self.catalogue.ids[order[: k + len(seen)]] if int(i) not in seen]
+        return SystemOutput(item_ids=ids[:k])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.model_dump(exclude={"batch_size"})}
+
+
+class DialogueConfig(BaseModel):
+    """How the chat service's answer becomes a ranked list."""
+
+    fill: bool = Field(
+        True,
+        description="After the movies the reply recommends, list the service's own next candidates (its ranker "
+        "on the state after the turn, which excludes what it just recommended), so Recall@k for k above the "
+        "number of recommendations per turn measures the service's ranking rather than being capped.",
+    )
 
 
 class DialogueSystem(System):
@@ -203,8 +225,8 @@ class DialogueSystem(System):
     The service's session log is detached: replayed turns are not conversations anyone had.
     """
 
-    def __init__(self, service: ChatService, seed: int = 0, name: str = "dialogue"):
-        self.service, self.seed, self.name = service, seed, name
+    def __init__(self, service: ChatService, config: DialogueConfig | None = None, seed: int = 0, name: str = "dialogue"):
+        self.service, self.config, self.seed, self.name = service, config or DialogueConfig(), seed, name
         self.service.session_log = None
         self.linker = service.linker
 
@@ -218,15 +240,25 @@ class DialogueSystem(System):
         ][-MAX_MESSAGES:]
         turn = self.service.chat(None, messages, SamplingParams(seed=self.seed))
         titles = read_titles(turn.reply, self.linker)
+        ids = [r.item_id for r in turn.recommendations]
+        if self.config.fill and len(ids) < k:
+            from serving.dialogue import candidates
+
+            service = self.service
+            more = candidates(
+                turn.state, service.recommender, service.catalogue, k - len(ids),
+                popularity=service.popularity, config=service.config.ranking,
+            )
+            ids += [i for i in more if i not in ids]
         return SystemOutput(
-            item_ids=[r.item_id for r in turn.recommendations][:k],
+            item_ids=ids[:k],
             reply=turn.reply,
             named_titles=titles.named,
             unresolved_titles=titles.unresolved,
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "n_recommendations": self.service.config.n_recommendations}
+        return {"name": self.name, "n_recommendations": self.service.config.n_recommendations, **self.config.model_dump()}
 
 
 class TextLLMConfig(BaseModel):

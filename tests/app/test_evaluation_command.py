@@ -49,9 +49,11 @@ def test_flags_become_options():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     parser.add_argument("--seed", type=int)
-    args = parser.parse_args(["--redial", "r.jsonl", "--systems", "popularity, retrieval", "--limit", "5", "--seed", "3"])
+    args = parser.parse_args(["--redial", "r.jsonl", "--systems", "popularity, retrieval", "--limit", "5", "--seed", "3",
+                              "--llm-limit", "40"])
     options = EvalOptions.from_args(args)
     assert (options.systems, options.limit, options.seed, str(options.redial)) == (["popularity", "retrieval"], 5, 3, "r.jsonl")
+    assert options.llm_limit == 40
     with_endpoint = EvalOptions.from_args(parser.parse_args(["--redial", "r.jsonl", "--endpoint", "http://h/v1"]))
     assert with_endpoint.systems[-1] == "endpoint"
 
@@ -96,6 +98,28 @@ def test_limit_samples_turns_reproducibly(movielens_dir, tmp_path):
     assert len(run(1)) == 2
 
 
+def test_llm_limit_samples_only_the_llm_systems(movielens_dir, tmp_path, monkeypatch):
+    from app.evaluation import command
+    from app.evaluation.systems import PopularitySystem
+
+    crs = write_crs(tmp_path / "crs")
+    data = load_movielens("ml-latest-small", path=movielens_dir, download=False)
+
+    def build(options, catalogue, counts, *_):  # popularity also plays text-llm: same answers, no model needed
+        from retrieval.recommender import PopularityRecommender
+
+        popularity = PopularityRecommender(catalogue, counts)
+        return [PopularitySystem(popularity), PopularitySystem(popularity, name="text-llm")]
+
+    monkeypatch.setattr(command, "_build_systems", build)
+    options = EvalOptions(redial=crs, systems=["popularity", "text-llm"], llm_limit=2, seed=1,
+                          out=tmp_path / "o", progress=False)
+    result = evaluate_command(options, lambda: data, _unused, _unused, console=Console(file=open("/dev/null", "w")))
+    assert [(s.system, s.turns) for s in result.summaries] == [("popularity", 3), ("text-llm", 2)]
+    assert [(s.system, s.turns) for s in result.common_summaries] == [("popularity", 2), ("text-llm", 2)]
+    assert any("text-llm replayed a random sample of 2 of 3 turns (seed 1)" in n for n in result.notes)
+
+
 def test_artefacts_are_loaded_once_and_checked(movielens, recommender, tmp_path):  # noqa: F811
     crs = write_crs(tmp_path / "crs")
     calls = []
@@ -134,3 +158,13 @@ def test_real_conversations_link_to_ml_latest_small(shared_data):
     # measured: 130 of 253 (0.514); INSPIRED is mostly 2019 films, poorly covered by ML-latest-small
     assert inspired.mapping.stats.target_occurrences == 253
     assert inspired.mapping.stats.match_rate > 0.45
+
+
+def test_eval_seed_seeds_the_harness_not_training():
+    from app.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["eval", "--redial", "r.jsonl", "--seed", "3"])
+    assert EvalOptions.from_args(args).seed == 3
+    assert "retrieval" not in _overrides(args) and "ilm" not in _overrides(args)  # same artefacts, no retraining
+    train = build_parser().parse_args(["train", "--seed", "3"])
+    assert _overrides(train)["retrieval"]["seed"] == 3

@@ -120,6 +120,24 @@ def test_same_seed_same_figures():
     assert first.summaries[0].metrics == second.summaries[0].metrics
 
 
+def test_only_limits_a_system_to_some_turns_and_adds_common_summaries():
+    everything, sampled = Fixed("everything", [3, 4]), Fixed("sampled", [3, 4])
+    only = {"sampled": [("toy", "d", "2")]}
+    result = run_evaluation(TURNS, [everything, sampled], CATALOGUE, k_list=[1, 2], seed=0, progress=False, only=only)
+    assert len(everything.asked) == 2 and len(sampled.asked) == 1
+    assert {t.turn_id for t in result.turns if t.system == "sampled"} == {"2"}
+    assert [(s.system, s.turns) for s in result.summaries] == [("everything", 2), ("sampled", 1)]
+    # both systems on turn 2 alone: its rec target 4 sits at rank 2 once mentioned 1, 2 are removed
+    assert [(s.system, s.turns) for s in result.common_summaries] == [("everything", 1), ("sampled", 1)]
+    for s in result.common_summaries:
+        assert s.value("recall@1").mean == 0.0 and s.value("recall@2").mean == 1.0
+    assert result.summary("everything", "toy").value("recall@1").mean == 0.5  # turn 1: target 3 first
+    full = run_evaluation(TURNS, [Fixed("a", [3])], CATALOGUE, k_list=[1], progress=False)
+    assert full.common_summaries == []
+    with pytest.raises(ValueError, match="not evaluated"):
+        run_evaluation(TURNS, [Fixed("a", [])], CATALOGUE, progress=False, only={"b": []})
+
+
 def test_misuse_is_refused():
     with pytest.raises(ValueError, match="unique"):
         run_evaluation(TURNS, [Fixed("a", []), Fixed("a", [])], CATALOGUE, progress=False)

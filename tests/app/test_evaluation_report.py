@@ -43,8 +43,9 @@ def test_report_files(tmp_path):
 
     markdown = files.markdown.read_text()
     # targets 3..7 ranked among [2..60] after excluding movie 1: ranks 2..6 -> R@5 = 4/5, R@1 = 0
-    assert "| first | 5 | 0.000 ± 0.000 | 0.800 ± 0.200 | 1.000 ± 0.000 |" in markdown
-    assert "| GPT-4 (published, full test split) |  | 0.050 | 0.140 | 0.201 | 0.267 |" in markdown
+    assert "| first | 5 | 5 | 0.000 ± 0.000 | 0.800 ± 0.200 | 1.000 ± 0.000 |" in markdown  # system, turns, rows
+    assert "| GPT-4 (published, full test split) |  |  | 0.050 | 0.140 | 0.201 | 0.267 |" in markdown
+    assert "sampled turns" not in markdown
     assert "![recall_curves_redial](recall_curves_redial.png)" in markdown
 
     page = files.html.read_text()
@@ -65,3 +66,19 @@ def test_console_table_has_ours_and_the_references():
     assert "first" in text and "reversed" in text
     assert "GPT-4*" in text and "0.267" in text and "Vicuna-13B*" in text
     assert {r.model for r in REFERENCES if r.dataset == "inspired"} == {"GPT-4"}
+
+
+def test_sampled_systems_get_a_same_turns_table(tmp_path):
+    turns = [
+        EvalTurn(dataset="redial", dialogue_id="d", turn_id=str(i), context=[Utterance(role="user", text="hi")],
+                 targets=[i + 2], mentioned=[1])
+        for i in range(1, 6)
+    ]
+    systems = [Fixed("first", list(range(1, 61))), Fixed("slow", list(range(1, 61)))]
+    only = {"slow": {("redial", "d", "1"), ("redial", "d", "2")}}
+    result = run_evaluation(turns, systems, CATALOGUE, seed=3, progress=False, only=only)
+    markdown = write_report(result, tmp_path / "out").markdown.read_text()
+    assert "| first | 5 | 5 | 0.000 ± 0.000 | 0.800 ± 0.200 |" in markdown
+    assert "| slow | 2 | 2 | 0.000 ± 0.000 | 1.000 ± 0.000 |" in markdown  # targets 3, 4 at ranks 2, 3
+    assert "## redial: every system on the same 2 sampled turns (rec, seen excluded)" in markdown
+    assert "| first | 2 | 2 | 0.000 ± 0.000 | 1.000 ± 0.000 |" in markdown

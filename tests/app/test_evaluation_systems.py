@@ -16,6 +16,7 @@ import torch
 from app.evaluation.importers import RecordedOutput, Utterance
 from app.evaluation.systems import (
     COLD_START_MESSAGE,
+    DialogueConfig,
     DialogueSystem,
     EndpointSystem,
     FusionConfig,
@@ -72,14 +73,17 @@ def test_popularity(catalogue):  # noqa: F811
     counts = np.arange(len(catalogue), dtype=np.float64)  # the last movie is the most popular
     out = PopularitySystem(PopularityRecommender(catalogue, counts)).recommend(LIKES_TOY_STORY, 3)
     assert out.item_ids == [40, 39, 38]
+    mentions_popular = _context(("user", "I loved the most popular one", [40]), ("user", "more?", [38]))
+    assert PopularitySystem(PopularityRecommender(catalogue, counts)).recommend(mentions_popular, 3).item_ids == [39, 37, 36]
 
 
 def test_retrieval_folds_in_the_mentions(recommender):  # noqa: F811
     out = RetrievalSystem(recommender).recommend(LIKES_TOY_STORY, 5)
-    expected, _ = recommender.recommend([1, 2], 5, filter_history=False)
-    assert out.item_ids == [int(i) for i in expected]
+    unfiltered = [int(i) for i in recommender.recommend([1, 2], 7, filter_history=False)[0]]
+    assert out.item_ids == [i for i in unfiltered if i not in (1, 2)][:5]  # mentioned movies never come back
     user_only = RetrievalSystem(recommender, RetrievalConfig(roles=("user",))).recommend(LIKES_TOY_STORY, 5)
-    assert user_only.item_ids == [int(i) for i in recommender.recommend([1], 5, filter_history=False)[0]]
+    unfiltered = [int(i) for i in recommender.recommend([1], 7, filter_history=False)[0]]
+    assert user_only.item_ids == [i for i in unfiltered if i not in (1, 2)][:5]  # Nemo, mentioned, stays out
     cold = RetrievalSystem(recommender).recommend(_context(("user", "hello", [])), 3)
     assert cold.item_ids == [int(i) for i in recommender.popularity.recommend([], 3, filter_history=False)[0]]
 
@@ -108,8 +112,8 @@ def test_fusion_adds_standardised_cf_and_text_scores(recommender, tiny_ilm):  # 
     def z(x):
         return (x - x.mean()) / x.std()
 
-    expected = np.argsort(-(2.0 * z(cf) + z(itc)), kind="stable")[:5]
-    assert out.item_ids == [int(i) for i in recommender.catalogue.ids[expected]]
+    expected = [int(i) for i in recommender.catalogue.ids[np.argsort(-(2.0 * z(cf) + z(itc)), kind="stable")]]
+    assert out.item_ids == [i for i in expected if i not in (1, 2)][:5]
     text_only = system.recommend(_context(("user", "a dark thriller", [])), 3)
     with torch.no_grad():
         itc = (tiny_ilm.encode_items(torch.from_numpy(items)) @ tiny_ilm.encode_text(["a dark thriller"])[0]).amax(1)
@@ -120,7 +124,7 @@ def test_dialogue_system_runs_the_chat_service(service, catalogue, tmp_path):  #
     from serving.session_log import SessionLogWriter
 
     service.session_log = SessionLogWriter(tmp_path / "sessions.jsonl")
-    out = DialogueSystem(service).recommend(LIKES_TOY_STORY, 50)
+    out = DialogueSystem(service, DialogueConfig(fill=False)).recommend(LIKES_TOY_STORY, 50)
     assert (tmp_path / "sessions.jsonl").read_text() == ""  # replayed turns are not logged as served ones
     assert 0 < len(out.item_ids) <= service.config.n_recommendations
     assert all(i in catalogue for i in out.item_ids)
@@ -128,6 +132,11 @@ def test_dialogue_system_runs_the_chat_service(service, catalogue, tmp_path):  #
     listed = [catalogue[i].display_title for i in out.item_ids]
     assert set(listed) <= set(out.named_titles)
     assert not set(listed) & set(out.unresolved_titles)
+
+    filled = DialogueSystem(service).recommend(LIKES_TOY_STORY, 12)
+    assert filled.item_ids[: len(out.item_ids)] == out.item_ids  # greedy: the same reply, then the ranker's next
+    assert len(filled.item_ids) == 12 and len(set(filled.item_ids)) == 12
+    assert all(i in catalogue for i in filled.item_ids) and not {1, 2} & set(filled.item_ids)
 
 
 def test_text_llm_prompt_and_parsing(engine, recommender, catalogue, linker):  # noqa: F811

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.commands import build_service
-from app.pipeline import prepare, prepare_retrieval
+from app.pipeline import load_trained, prepare, prepare_retrieval
 from serving.api.protocol import ChatMessage
 
 def test_prepare_trains_then_reloads_from_cache(tiny_settings):
@@ -34,6 +34,17 @@ def test_served_turn_recommends_catalogue_movies(tiny_settings):
     assert all(rec.item_id in artefacts.catalogue for rec in turn.recommendations)
     mentioned = {1, 2}  # Toy Story, Finding Nemo in the synthetic catalogue
     assert not mentioned & {rec.item_id for rec in turn.recommendations}
+
+
+def test_load_trained_reads_a_finished_folder_whatever_its_fingerprint(tiny_settings, tmp_path):
+    trained = prepare(tiny_settings, progress=False)
+    loaded = load_trained(trained.directory, tiny_settings)
+    assert loaded.directory == trained.directory and loaded.metrics == trained.metrics
+    assert list(loaded.catalogue.ids) == list(trained.catalogue.ids)
+    ids = [int(i) for i in trained.catalogue.ids[:2]]
+    assert (loaded.recommender.recommend(ids, k=5)[0] == trained.recommender.recommend(ids, k=5)[0]).all()
+    with pytest.raises(FileNotFoundError, match="not a finished artefact folder"):
+        load_trained(tmp_path, tiny_settings)
 
 
 def test_changed_settings_train_into_a_new_folder(tiny_settings):
