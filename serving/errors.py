@@ -14,6 +14,8 @@ class ServingError(Exception):
     status_code: int = 500
     error_type: str = "internal_server_error"
     code: str | None = None
+    retry_after_s: int | None = None
+    """Seconds a client should wait before retrying (the `Retry-After` header); None when retrying won't help."""
 
     def __init__(self, message: str, *, param: str | None = None):
         super().__init__(message)
@@ -75,6 +77,16 @@ class EngineUnavailableError(ServingError, RuntimeError):
     status_code = 503
     error_type = "service_unavailable"
     code = "engine_unavailable"
+    retry_after_s = 5
+
+
+class EngineTimeoutError(ServingError, TimeoutError):
+    """The LLM engine did not produce the reply within the generation timeout."""
+
+    status_code = 504
+    error_type = "timeout"
+    code = "engine_timeout"
+    retry_after_s = 5
 
 
 class SessionStoreUnavailableError(ServingError, ConnectionError):
@@ -83,6 +95,7 @@ class SessionStoreUnavailableError(ServingError, ConnectionError):
     status_code = 503
     error_type = "service_unavailable"
     code = "session_store_unavailable"
+    retry_after_s = 2
 
 
 class SessionConflictError(ServingError, RuntimeError):
@@ -91,6 +104,7 @@ class SessionConflictError(ServingError, RuntimeError):
     status_code = 409
     error_type = "invalid_request_error"
     code = "session_busy"
+    retry_after_s = 1
 
 
 class CorruptSessionError(ServingError, ValueError):

@@ -224,7 +224,9 @@ class ErrorInfo(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """OpenAI's error body; `status_code` is the HTTP status and is not serialised."""
+    """OpenAI's error body; `status_code` (the HTTP status) and `retry_after_s` (the `Retry-After` header) are
+    not serialised."""
 
     error: ErrorInfo
     status_code: int = Field(500, exclude=True)
+    retry_after_s: int | None = Field(None, exclude=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.api.routes import router
 from serving.api.serving import OpenAIServingChat, create_error_response
@@ -36,7 +39,8 @@ def build_app(
 
     With `api_keys`, `/v1/*` requires `Authorization: Bearer <key>` (401 otherwise); `/health` stays open.
     A session belongs to the key that created it: continuing it with another key gets 404.
-    Bodies over `max_body_bytes` (by Content-Length) get 413. Run it bound to 127.0.0.1 unless it sits
+    Bodies over `max_body_bytes` get 413: at once by Content-Length, or once that many bytes of a chunked
+    body have arrived. 503 and 504 answers carry `Retry-After`. Run it bound to 127.0.0.1 unless it sits
     behind something that authenticates.
     """
     app = FastAPI(title="ilmrec", summary="Conversational movie recommendations, OpenAI-compatible")
@@ -44,27 +48,84 @@ def build_app(
     app.include_router(router)
     owners = {k.encode(): key_owner(k) for k in api_keys}
 
-    def error_json(exc: BaseException) -> JSONResponse:
-        error = create_error_response(exc)
-        return JSONResponse(error.model_dump(), status_code=error.status_code)
-
     async def handle(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(exc)
+        return _error_json(exc)
 
     for kind in (RequestValidationError, HTTPException, ServingError, Exception):
         app.add_exception_handler(kind, handle)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body_bytes:
-            return error_json(RequestTooLargeError(f"request body over {max_body_bytes} bytes; send less"))
-        if owners and request.url.path.startswith("/v1/"):
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            matches = [owner for key, owner in owners.items() if secrets.compare_digest(given.encode(), key)]
-            if scheme.lower() != "bearer" or not matches:
-                return error_json(AuthenticationError("missing or wrong API key (Authorization: Bearer <key>)"))
-            request.state.owner = matches[0]  # read by the chat route to bind sessions to this key
-        return await call_next(request)
-
+    app.add_middleware(Guard, max_bytes=max_body_bytes, owners=owners)
+    app.openapi = lambda: _openapi(app, authenticated=bool(owners))  # type: ignore[method-assign]
     return app
+
+
+class Guard:
+    """ASGI middleware in front of every route: the body-size cap and the API-key check.
+
+    A body over `max_bytes` gets 413, at once by Content-Length, else as soon as that many bytes of a chunked
+    body have arrived (raised from `receive`, which FastAPI's body reading passes on to the error handlers).
+    With `owners` (key -> owner id), a /v1 request without a matching bearer key gets 401; a matching one sets
+    `request.state.owner`, which the chat route binds sessions to.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, owners: dict[bytes, str]):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.owners = owners
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        too_large = RequestTooLargeError(f"request body over {self.max_bytes} bytes; send less")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await _error_json(too_large)(scope, receive, send)
+            return
+        if self.owners and scope["path"].startswith("/v1/"):
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            matches = [owner for key, owner in self.owners.items() if secrets.compare_digest(given.encode(), key)]
+            if scheme.lower() != "bearer" or not matches:
+                error = AuthenticationError("missing or wrong API key (Authorization: Bearer <key>)")
+                await _error_json(error)(scope, receive, send)
+                return
+            scope.setdefault("state", {})["owner"] = matches[0]
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, too_large.message)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _error_json(exc: BaseException) -> JSONResponse:
+    """The OpenAI-style error response for `exc`, with `Retry-After` when retrying later can help."""
+    error = create_error_response(exc)
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else None
+    return JSONResponse(error.model_dump(), status_code=error.status_code, headers=headers)
+
+
+def _openapi(app: FastAPI, *, authenticated: bool) -> dict[str, Any]:
+    """FastAPI's schema as this app answers: validation errors are 400s in OpenAI's error schema (FastAPI's own
+    422 entries go), and with API keys every /v1 operation needs a bearer token."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                operation["responses"].pop("422", None)
+                if authenticated and path.startswith("/v1/"):
+                    operation["security"] = [{"bearer": []}]
+        components = schema.setdefault("components", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(name, None)
+        if authenticated:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -27,6 +27,7 @@ from serving.api.protocol import (
 from serving.errors import (
     EngineUnavailableError,
     InvalidRequestError,
+    RequestTooLargeError,
     ServingError,
     SessionStoreUnavailableError,
     UnknownModelError,
@@ -44,7 +45,8 @@ def create_error_response(exc: BaseException) -> ErrorResponse:
     (logged here with its traceback).
     """
     if isinstance(exc, ServingError):
-        return _error(exc.status_code, exc.message, exc.error_type, exc.param, exc.code)
+        error = _error(exc.status_code, exc.message, exc.error_type, exc.param, exc.code)
+        return error.model_copy(update={"retry_after_s": exc.retry_after_s})
     if isinstance(exc, (RequestValidationError, ValidationError)):
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
@@ -52,6 +54,8 @@ def create_error_response(exc: BaseException) -> ErrorResponse:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         message = f"{param}: {first['msg']}{more}" if param else f"{first['msg']}{more}"
         return _error(400, message, "invalid_request_error", param, "invalid_request")
+    if isinstance(exc, HTTPException) and exc.status_code == 413:  # the body cap, hit while reading
+        return _error(413, str(exc.detail), "invalid_request_error", None, RequestTooLargeError.code)
     if isinstance(exc, HTTPException):
         kind = "invalid_request_error" if exc.status_code < 500 else "internal_server_error"
         return _error(exc.status_code, str(exc.detail), kind, None, None)

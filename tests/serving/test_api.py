@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi.exceptions import RequestValidationError
 
 from serving.api.protocol import ChatCompletionRequest
@@ -21,31 +16,11 @@ from serving.api.server import build_app
 from serving.api.serving import create_error_response
 from serving.errors import InvalidRequestError, UnknownSessionError
 from serving.service import ChatService
+from tests.serving.live import serve
 
 MODEL = "ilmrec-test"
 KEY = "sk-test"
 OTHER_KEY = "sk-other"
-
-
-@contextmanager
-def serve(app) -> Iterator[str]:
-    """Run `app` with uvicorn in a thread on a free loopback port; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    host, port = sock.getsockname()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture()
@@ -178,7 +153,7 @@ def test_health_reports_a_closed_engine(catalogue, recommender, soft_table, tiny
         assert unhealthy.status_code == 503 and unhealthy.json()["error"]["code"] == "engine_unavailable"
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Heat"}]}
         closed = http.post("/v1/chat/completions", json=body)
-        assert closed.status_code == 503
+        assert closed.status_code == 503 and closed.headers["retry-after"] == "5"
 
 
 def test_error_mapping_never_leaks_internals():
@@ -327,7 +302,7 @@ def test_unreachable_or_corrupt_session_store(catalogue, recommender, soft_table
         for session in ({"session_id": "abc"}, {}):
             body = {"model": MODEL, "messages": [{"role": "user", "content": "Heat"}], "max_tokens": 2, **session}
             response = http.post("/v1/chat/completions", json=body)
-            assert response.status_code == 503
+            assert response.status_code == 503 and response.headers["retry-after"] == "2"
             assert response.json()["error"] == {"message": "the session store (Redis) is unavailable; retry shortly",
                                                 "type": "service_unavailable", "param": None,
                                                 "code": "session_store_unavailable"}
