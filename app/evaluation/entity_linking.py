@@ -14,8 +14,9 @@ Evidence per entity, gathered over a whole file:
 (`serving.linking.title_names`: "X, The" -> "The X", alternate titles in parentheses, a.k.a.), normalised
 to lower-case words without accents or punctuation and without a leading article. An exact alias wins, else
 the rapidfuzz ratio must reach `min_score` (fuzzy matches need a known year and a title of `MIN_FUZZY_CHARS`). A known year must agree within `year_tolerance` (release years
-differ by one between sources); a year mismatch rejects the candidate. The part before a colon ("Star
-Wars: Episode IV - A New Hope" -> "star wars") only counts when the years agree. Ties go to the closer
+differ by one between sources); a year mismatch rejects the candidate. The part before a colon or a
+spaced dash ("Star Wars: Episode IV - A New Hope" -> "star wars", "star wars episode iv") only counts when
+the years agree. Ties go to the closer
 year, the higher score, then the more popular movie.
 
 Entities that are never targets are linked only when they look like films (a year or a film qualifier):
@@ -42,6 +43,9 @@ from serving.linking import ARTICLES, title_names, tokenise
 DBPEDIA_PREFIX = "http://dbpedia.org/resource/"
 NAME_PAIRING_CUTOFF = 80.0
 """A target name is paired with a target entity when their titles' ratio reaches this."""
+HEAD_SEPARATORS = (":", " - ")
+"""A title's part before these is an alias when the years agree: "Avengers: Infinity War - Part I" is
+also "Avengers: Infinity War" (and "Avengers")."""
 MIN_FUZZY_CHARS = 10
 """Titles shorter than this (normalised) only match exactly: "haunted" ~ "hunted" is a different film."""
 
@@ -156,9 +160,11 @@ class CatalogueMatcher:
             keys: dict[str, bool] = {}
             for name in title_names(movie.title):
                 keys.setdefault(title_key(name), False)
-                head, colon, _ = name.partition(":")
-                if colon and head.strip():
-                    keys.setdefault(title_key(head), True)
+                keys.setdefault(title_key(name).replace(" ", ""), False)  # "Old Boy" is also written "Oldboy"
+                for separator in HEAD_SEPARATORS:
+                    head, found, _ = name.partition(separator)
+                    if found and head.strip():
+                        keys.setdefault(title_key(head), True)
             for key, head_only in keys.items():
                 if key:
                     self._aliases[key].append(_Alias(row, head_only))

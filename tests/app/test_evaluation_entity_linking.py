@@ -118,3 +118,16 @@ def test_link_entities_counts_matches_and_misses(matcher):
     # the year written after the title in the dialogue completes the URI title
     assert stats.unmatched_examples == ["Heat (1986) x1", "Avengers: Infinity War (2018) x1"]
     assert mapping.model_dump(mode="json")["stats"]["match_rate"] == pytest.approx(0.6)
+
+
+def test_part_before_a_spaced_dash_is_an_alias_when_years_agree():
+    from retrieval.catalogue import Catalogue, Movie
+
+    marvel = Catalogue([Movie(item_id=7, title="Avengers: Infinity War - Part I", year=2018),
+                        Movie(item_id=8, title="Spider-Man", year=2002)])
+    matcher = CatalogueMatcher(marvel)
+    assert matcher.match("Avengers: Infinity War", 2018) == (7, 100.0, "exact")
+    assert matcher.match("Avengers: Infinity War", 2012) == (None, 0.0, "title found but the year differs")
+    assert matcher.match("Avengers: Infinity War", None) == (None, 0.0, "only a partial title matched")
+    assert matcher.match("Spider", 2002) == (None, 0.0, "no catalogue title is similar enough")  # "-" unspaced
+    assert matcher.match("Spiderman", 2002) == (8, 100.0, "exact")  # words run together
