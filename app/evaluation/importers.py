@@ -9,8 +9,11 @@ CRSLab rows: `context` strictly alternates speakers (CRSLab merges consecutive m
 the row is the recommender's turn, so the last context utterance is the user's and roles alternate
 backwards from there. (The files' `input` field labels ReDial roles forwards from the first utterance,
 which is wrong whenever the recommender opened the conversation.) The empty first utterance is dropped.
-Earlier mentions are the dataset's `prev_entity` ids that link to the catalogue, plus the movies
-`serving.linking.TitleLinker` finds in the context text.
+Each utterance carries the movies `serving.linking.TitleLinker` finds in its text (what a system may use).
+The movies mentioned earlier (which decide `rec`/`dis` and what "seen excluded" removes) are the dataset's
+`prev_entity` annotations that link to the catalogue, as in the published protocol: the title linker also
+finds movies nobody named ("2001" in "Shrek (2001)", "War" in a longer title), which must not turn targets
+into `dis` rows or count as repeats.
 
 Session logs: see `import_session_log`.
 """
@@ -138,9 +141,8 @@ def import_crs(
             else:
                 link = mapping.links[entity]
                 unmatched.append(f"{link.title} ({link.year})" if link.year else (link.title or str(entity)))
-        from_text = [i for u in context for i in u.mentions]
         from_entities = [mapping.item_id(e) for e in row.prev_entity]
-        mentioned = list(dict.fromkeys([*from_text, *(i for i in from_entities if i is not None)]))
+        mentioned = list(dict.fromkeys(i for i in from_entities if i is not None))
         by_dialogue[row.dialog_id].append(
             EvalTurn(
                 dataset=name, dialogue_id=row.dialog_id, turn_id=str(row.turn_id), context=context,

@@ -88,7 +88,7 @@ def test_targets_and_unmatched_targets(imported):
     assert (stats.target_occurrences, stats.target_occurrences_linked) == (5, 3)
 
 
-def test_mentions_come_from_text_and_annotations(imported):
+def test_context_mentions_come_from_text_and_earlier_mentions_from_annotations(imported, movielens, tmp_path):
     first, second = imported.dataset.dialogues[0].turns
     other = imported.dataset.dialogues[1].turns[0]
     assert first.context[0].mentions == [1]
@@ -96,6 +96,9 @@ def test_mentions_come_from_text_and_annotations(imported):
     assert [u.mentions for u in second.context] == [[1], [6], []]
     assert second.mentioned == [1, 6]
     assert other.mentioned == [33, 29]
+    unannotated = {**ROWS[0], "context": ["", "Heat (1995) was fine"], "prev_entity": []}
+    turn = import_crs("toy", write_crs(tmp_path / "crs", rows=[unannotated]), movielens.catalogue).dataset.turns[0]
+    assert turn.context[0].mentions == [17] and turn.mentioned == []  # the text link is not an annotated mention
 
 
 def test_malformed_lines_are_reported(imported):
