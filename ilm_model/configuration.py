@@ -136,14 +136,16 @@ class Phase1Config(BaseModel):
 
 
 class Phase2Config(BaseModel):
-    """Item-language model: frozen LLM; Q-Former + adaptor trained on next-token loss of the answers."""
+    """Item-language model: frozen LLM; Q-Former + adaptor trained on next-token loss of the answers of a
+    multitask mix built from MovieLens: describe an item, recommend the next item after a history, answer a
+    conversational request mixing liked items and a genre constraint. The last two need interactions."""
 
     model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(
         160, ge=0, description="Optimiser steps (about 1.5 s each at batch 8 with SmolLM2-135M, prefix cached)."
     )
-    batch_size: int = Field(8, ge=1, description="Items per step.")
+    batch_size: int = Field(8, ge=1, description="Task examples per step.")
     learning_rate: float = Field(5e-4, gt=0, description="AdamW peak learning rate (linear warmup, cosine decay).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_steps: int = Field(10, ge=0, description="Linear warmup steps.")
@@ -152,20 +154,43 @@ class Phase2Config(BaseModel):
         "Describe this movie: {item}",
         description="User turn of the item-description task; {item} is replaced by the item's K soft tokens.",
     )
+    next_item_instruction: str = Field(
+        "I liked {history}. Which movie should I watch next? Answer with its title.",
+        description="User turn of the next-item task; {history} becomes one {item} block per history item.",
+    )
+    conversation_instruction: str = Field(
+        "I loved {history}. Can you suggest a {genre} movie I would like?",
+        description="User turn of the conversational task: liked items as {history}, a text constraint {genre}.",
+    )
+    describe_weight: float = Field(1.0, ge=0, description="Share of describe-{item} examples in the mix.")
+    next_item_weight: float = Field(
+        0.0, ge=0, description="Share of next-item examples (answer: the next title of a user); needs interactions."
+    )
+    conversation_weight: float = Field(
+        0.0, ge=0, description="Share of conversational examples (answer: a later title of that genre); needs interactions."
+    )
+    history_length: int = Field(3, gt=0, description="Items in a {history}: the ones right before the target.")
+    examples_per_user: int = Field(4, gt=0, description="Next-item / conversation examples drawn per user history.")
     system_prompt: str | None = Field(
         None, description="System turn; None lets the chat template use its own default (if it has one)."
     )
     max_answer_tokens: int = Field(40, gt=0, description="Answers (describe(movie) + end of turn) are cut to this.")
     cache_prefix: bool = Field(
         True,
-        description="Run the frozen LLM once, without gradients, over the prompt text before {item} and reuse its "
-        "key/value cache every step (same loss, fewer FLOPs).",
+        description="Run the frozen LLM once, without gradients, over the chat-template head shared by every "
+        "task (system turn, user header) and reuse its key/value cache every step (same loss, fewer FLOPs).",
     )
 
     @model_validator(mode="after")
-    def _one_placeholder(self) -> Phase2Config:
+    def _placeholders(self) -> Phase2Config:
         if self.instruction.count("{item}") != 1:
             raise ValueError("instruction must contain the placeholder {item} exactly once")
+        if self.next_item_instruction.count("{history}") != 1:
+            raise ValueError("next_item_instruction must contain {history} exactly once")
+        if self.conversation_instruction.count("{history}") != 1 or "{genre}" not in self.conversation_instruction:
+            raise ValueError("conversation_instruction must contain {history} once and {genre}")
+        if self.describe_weight == self.next_item_weight == self.conversation_weight == 0:
+            raise ValueError("phase 2 needs at least one of describe_weight, next_item_weight, conversation_weight > 0")
         return self
 
 

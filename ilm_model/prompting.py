@@ -17,68 +17,114 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from ilm_model.errors import ILMError
 
 PLACEHOLDER = "{item}"
+_HEAD_MARKER = "<<ilmrec-user-text>>"
 _ITEM_MARKER = "<<ilmrec-item-soft-tokens>>"
 _ANSWER_MARKER = "<<ilmrec-answer>>"
 
 
 @dataclass
 class ItemPrompt:
-    """A generation-ready chat prompt split at `{item}`: `prefix_ids` [soft tokens] `suffix_ids`, and
-    `answer_end`, the text the template closes an assistant answer with (e.g. "<|im_end|>")."""
+    """A generation-ready chat prompt with n `{item}` slots: `head_ids` (the template up to the user's text, the
+    same for every instruction under one system prompt), then `pieces[0]` slot_1 `pieces[1]` ... slot_n
+    `pieces[n]`; `answer_end` is the text the template closes an assistant answer with (e.g. "<|im_end|>")."""
 
-    prefix_ids: list[int]
-    suffix_ids: list[int]
+    head_ids: list[int]
+    pieces: list[list[int]]
     answer_end: str
 
     @classmethod
     def build(
         cls, tokenizer: PreTrainedTokenizerBase, instruction: str, system_prompt: str | None = None
     ) -> ItemPrompt:
-        """Render `instruction` (with one `{item}`) as the user turn of `tokenizer`'s chat template."""
-        if instruction.count(PLACEHOLDER) != 1:
-            raise ILMError(f"the instruction must contain {PLACEHOLDER} exactly once: {instruction!r}")
+        """Render `instruction` (with one or more `{item}`) as the user turn of `tokenizer`'s chat template."""
+        if PLACEHOLDER not in instruction:
+            raise ILMError(f"the instruction must contain {PLACEHOLDER} at least once: {instruction!r}")
         messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
-        messages.append({"role": "user", "content": instruction.replace(PLACEHOLDER, _ITEM_MARKER)})
+        content = _HEAD_MARKER + instruction.replace(PLACEHOLDER, _ITEM_MARKER)
+        messages.append({"role": "user", "content": content})
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": _ANSWER_MARKER}], tokenize=False
         )
-        if prompt.count(_ITEM_MARKER) != 1 or not full.startswith(prompt) or _ANSWER_MARKER not in full:
+        slots = instruction.count(PLACEHOLDER)
+        if (
+            prompt.count(_ITEM_MARKER) != slots
+            or prompt.count(_HEAD_MARKER) != 1
+            or not full.startswith(prompt)
+            or _ANSWER_MARKER not in full
+        ):
             raise ILMError("the chat template does not keep the user text and answer verbatim; use another LLM")
-        before, after = prompt.split(_ITEM_MARKER)
+        head, body = prompt.split(_HEAD_MARKER)
         return cls(
-            prefix_ids=tokenizer(before, add_special_tokens=False)["input_ids"],
-            suffix_ids=tokenizer(after, add_special_tokens=False)["input_ids"],
+            head_ids=tokenizer(head, add_special_tokens=False)["input_ids"],
+            pieces=[tokenizer(part, add_special_tokens=False)["input_ids"] for part in body.split(_ITEM_MARKER)],
             answer_end=full[len(prompt) :].split(_ANSWER_MARKER, 1)[1].rstrip(),
         )
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.pieces) - 1
+
+    @property
+    def prefix_ids(self) -> list[int]:
+        """Every token before the first slot."""
+        return self.head_ids + self.pieces[0]
+
+    @property
+    def suffix_ids(self) -> list[int]:
+        """Every token after the last slot."""
+        return self.pieces[-1]
+
+    @property
+    def text_length(self) -> int:
+        """Prompt tokens that are text (the rest are soft tokens)."""
+        return len(self.head_ids) + sum(len(p) for p in self.pieces)
 
     def answer_ids(self, tokenizer: PreTrainedTokenizerBase, answer: str, max_tokens: int) -> list[int]:
         """Token ids of `answer` followed by the template's end of turn, cut to `max_tokens`."""
         return tokenizer(answer + self.answer_end, add_special_tokens=False)["input_ids"][:max_tokens]
 
-    def embed(self, llm: PreTrainedModel, soft_tokens: torch.Tensor) -> torch.Tensor:
-        """Prompt embeddings `[B, P + K + S, d_llm]` with `soft_tokens [B, K, d_llm]` in place of `{item}`."""
+    def embed_body(self, llm: PreTrainedModel, soft_tokens: torch.Tensor, with_head: bool = True) -> torch.Tensor:
+        """Prompt embeddings `[B, L, d_llm]` with `soft_tokens [B, n * K, d_llm]` split into the n slots
+        (K each, in order); without the head when `with_head` is False (it is read from a cache)."""
         embed = llm.get_input_embeddings()
         device = soft_tokens.device
-        batch = soft_tokens.shape[0]
-        prefix = embed(torch.tensor(self.prefix_ids, device=device))[None].expand(batch, -1, -1)
-        suffix = embed(torch.tensor(self.suffix_ids, device=device))[None].expand(batch, -1, -1)
-        return torch.cat([prefix, soft_tokens.to(prefix.dtype), suffix], dim=1)
+        batch, total, _ = soft_tokens.shape
+        if total % self.num_slots:
+            raise ILMError(f"{total} soft tokens do not split evenly into {self.num_slots} slots")
+        blocks = soft_tokens.split(total // self.num_slots, dim=1)
+        texts = ([self.head_ids + self.pieces[0]] if with_head else [self.pieces[0]]) + self.pieces[1:]
+        parts = []
+        for i, ids in enumerate(texts):
+            parts.append(embed(torch.tensor(ids, dtype=torch.long, device=device))[None].expand(batch, -1, -1))
+            if i < len(blocks):
+                parts.append(blocks[i].to(parts[0].dtype))
+        return torch.cat(parts, dim=1)
+
+    def embed(self, llm: PreTrainedModel, soft_tokens: torch.Tensor) -> torch.Tensor:
+        """Full prompt embeddings `[B, H + L, d_llm]` with `soft_tokens [B, n * K, d_llm]` in the slots."""
+        return self.embed_body(llm, soft_tokens, with_head=True)
 
 
 class PrefixCache:
-    """Key/value cache of the frozen LLM over `prefix_ids`, computed once without gradients and handed out
-    per batch (the LLM never changes, so every step would otherwise recompute the same prefix)."""
+    """Key/value cache of the frozen LLM over `prefix_ids` (or one row of `prefix_embeds [1, P, d_llm]`),
+    computed once without gradients and handed out per batch (the LLM never changes, so every step would
+    otherwise recompute the same prefix)."""
 
-    def __init__(self, llm: PreTrainedModel, prefix_ids: Sequence[int]):
+    def __init__(
+        self, llm: PreTrainedModel, prefix_ids: Sequence[int] = (), prefix_embeds: torch.Tensor | None = None
+    ):
         self.config = llm.config
-        self.length = len(prefix_ids)
         # transformers 5 renames forward's `past_key_values` to `cache` (the old name warns until 5.40)
         self.argument = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
         cache = DynamicCache(config=llm.config)
         with torch.no_grad():
-            ids = torch.tensor([list(prefix_ids)], device=llm.device)
-            llm(input_ids=ids, use_cache=True, **{self.argument: cache})
+            if prefix_embeds is None:
+                inputs = {"input_ids": torch.tensor([list(prefix_ids)], device=llm.device)}
+            else:
+                inputs = {"inputs_embeds": prefix_embeds.detach()}
+            self.length = next(iter(inputs.values())).shape[1]
+            llm(**inputs, use_cache=True, **{self.argument: cache})
         self.layers = [(layer.keys, layer.values) for layer in cache.layers]
 
     def for_batch(self, batch_size: int) -> dict[str, Any]:

@@ -13,12 +13,13 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ilm_model.configuration import ILMConfig
-from ilm_model.interactions import Interactions, co_interacted_pairs, user_item_pairs
 from ilm_model.evaluation import itc_recall_at_k, score_descriptions
+from ilm_model.interactions import Interactions, co_interacted_pairs, user_item_pairs
 from ilm_model.item_text import describe
 from ilm_model.modeling import ItemLanguageModel
 from ilm_model.prompting import ItemPrompt, generate_from_soft_tokens
 from ilm_model.soft_tokens import SoftTokenTable
+from ilm_model.tasks import build_task_mix
 from ilm_model.train_phase1 import train_phase1
 from ilm_model.train_phase2 import train_phase2
 from ilm_model.training_history import TrainingHistory
@@ -133,11 +134,8 @@ def train_ilm(
         metrics[f"itc_recall@{k}_heldout_after_phase1"] = recall
 
     tick = time.perf_counter()
-    answers = [texts[r] for r in train_rows]
-    seen = train_phase2(
-        model, llm, tokenizer, answers, cf_tensor[train_rows], config.phase2, history, config.seed, progress
-    )
-    trained_rows = train_rows[seen]
+    tasks = build_task_mix(catalogue, config.phase2, train_rows, interactions, config.seed)
+    trained_rows = train_phase2(model, llm, tokenizer, tasks, cf_tensor, config.phase2, history, config.seed, progress)
     metrics["phase2_seconds"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

@@ -44,6 +44,12 @@ def test_phase_validators():
     assert Phase1Config(itc_weight=0, itg_weight=0, iic_weight=1).iic_weight == 1
     with pytest.raises(ValidationError, match=r"\{item\}"):
         Phase2Config(instruction="Describe this movie")
+    with pytest.raises(ValidationError, match=r"\{history\}"):
+        Phase2Config(next_item_instruction="What next?")
+    with pytest.raises(ValidationError, match=r"\{genre\}"):
+        Phase2Config(conversation_instruction="I loved {history}.")
+    with pytest.raises(ValidationError, match="at least one"):
+        Phase2Config(describe_weight=0)
     with pytest.raises(ValidationError):
         ILMConfig(unknown_field=1)
 

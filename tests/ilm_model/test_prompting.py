@@ -15,8 +15,25 @@ def test_prompt_is_split_around_the_placeholder(tiny_llm):
     ids = prompt.answer_ids(tok, "Up (2009)", max_tokens=50)
     assert tok.decode(ids) == "Up (2009)<|im_end|>"
     assert len(prompt.answer_ids(tok, "Up (2009)", max_tokens=2)) == 2
-    with pytest.raises(ILMError, match="exactly once"):
+    with pytest.raises(ILMError, match="at least once"):
         ItemPrompt.build(tok, "no placeholder")
+
+
+def test_several_slots_are_embedded_in_order(tiny_llm):
+    llm, tok = tiny_llm
+    prompt = ItemPrompt.build(tok, "I liked {item} and {item}.", system_prompt="Be brief.")
+    assert prompt.num_slots == 2 and tok.decode(prompt.head_ids) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    assert [tok.decode(p) for p in prompt.pieces] == ["I liked ", " and ", ".<|im_end|>\n<|im_start|>assistant\n"]
+    soft = torch.randn(1, 6, 256)
+    table = llm.get_input_embeddings().weight
+    embeds = prompt.embed(llm, soft)[0]
+    expected = torch.cat([table[prompt.head_ids + prompt.pieces[0]], soft[0, :3], table[prompt.pieces[1]], soft[0, 3:],
+                          table[prompt.pieces[2]]])
+    assert torch.equal(embeds, expected)
+    assert torch.equal(prompt.embed_body(llm, soft, with_head=False)[0], expected[len(prompt.head_ids):])
+    assert prompt.text_length == len(expected) - 6
+    with pytest.raises(ILMError, match="split evenly"):
+        prompt.embed(llm, torch.randn(1, 5, 256))
 
 
 def test_soft_tokens_are_spliced_between_prefix_and_suffix(tiny_llm):

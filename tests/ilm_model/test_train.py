@@ -69,7 +69,10 @@ def test_train_ilm_with_iic_and_uic_uses_training_items_only(tiny_config, tiny_l
     histories = [np.arange(0, 20), np.arange(20, 40), np.array([5, 3, 30])]
     interactions = Interactions(histories, np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32))
     config = tiny_config.model_copy(
-        update={"phase1": tiny_config.phase1.model_copy(update={"iic_weight": 1.0, "uic_weight": 1.0})}
+        update={
+            "phase1": tiny_config.phase1.model_copy(update={"iic_weight": 1.0, "uic_weight": 1.0}),
+            "phase2": tiny_config.phase2.model_copy(update={"next_item_weight": 1.0, "conversation_weight": 1.0}),
+        }
     )
     train_rows, heldout = heldout_split(40, 8, 0)
     inputs = phase1_pair_inputs(config, interactions, 40, train_rows)
