@@ -141,6 +141,27 @@ class MatrixFactorization(nn.Module):
 RetrievalModel = BagOfItemsTwoTower | MatrixFactorization
 
 
+class SampledBatchScorer(nn.Module):
+    """The training forward pass of a `RetrievalModel` as one module (what DDP wraps):
+
+        pos[b] = <u_{row_user[b]}, q_{targets[b]}>   `[B]`,   neg[b, k] = <u_{row_user[b]}, q_{negatives[k]}>   `[B, m]`
+
+    (the m negatives shared by the batch, scored with one matmul). `users` is what the model's user tower takes:
+    `Bags` of input histories for the two-tower model, user-table indices `[U]` for MF.
+    """
+
+    def __init__(self, model: RetrievalModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, users: Bags | torch.Tensor, row_user: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        items = self.model.item_vectors()
+        queries = self.model.user_vectors(users)[row_user]  # [B, d]
+        return (queries * items[targets]).sum(-1), queries @ items[negatives].T
+
+
 def build_model(config: RetrievalConfig, n_items: int, n_users: int) -> RetrievalModel:
     """The model `config.model` names (`n_users` sizes MF's user table; the two-tower needs none)."""
     if config.model == "mf":

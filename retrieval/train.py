@@ -3,6 +3,9 @@
 One step takes `batch_users` training users. Two-tower: each user's history is randomly split into an input
 (fed to the user tower) and targets (each target is one positive row of the batch), a fold-in rehearsal.
 MF: every history item is a target of the user's own vector. The batch's m negatives are shared by all rows.
+
+Data-parallel training (`replicas=`, see `retrieval.distributed`; launched by `retrieval.train_distributed`):
+every replica draws the same permutation, masks and negatives and trains on its shard of each batch's users.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from tqdm.auto import tqdm
 from retrieval.baselines import popularity_scores
 from retrieval.config import RetrievalConfig
 from retrieval.data import MovieLensData, implicit_positives
+from retrieval.distributed import Replicas
 from retrieval.errors import ModelFitError
 from retrieval.losses import SampledBatchLoss
 from retrieval.metrics import MetricEstimate, ScoreFn, evaluate
-from retrieval.models import Bags, RetrievalModel, build_model
+from retrieval.models import Bags, RetrievalModel, SampledBatchScorer, build_model
 from retrieval.recommender import TwoTowerRecommender
 from retrieval.sampling import NegativeSampler, PositiveLookup
 from retrieval.splits import Split, make_split
@@ -57,10 +61,16 @@ class RetrievalTrainResult:
     split: Split
 
 
-def train_retrieval(data: MovieLensData, config: RetrievalConfig, progress: bool = True) -> RetrievalTrainResult:
+def train_retrieval(
+    data: MovieLensData, config: RetrievalConfig, progress: bool = True, replicas: Replicas | None = None
+) -> RetrievalTrainResult:
     """Train `config.model` with `config.loss`, keep the epoch with the best validation NDCG@`ndcg_k`, and report
     full-catalogue test Recall@k / NDCG@k (mean and standard error over test users) beside popularity.
+
+    With `replicas` (one per process of an initialised gloo group) each trains on its shard of every batch,
+    rank 0 evaluates, and all return rank 0's result; the default is one process.
     """
+    replicas = replicas or Replicas()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed + 1)
@@ -72,34 +82,42 @@ def train_retrieval(data: MovieLensData, config: RetrievalConfig, progress: bool
     loss_fn = SampledBatchLoss(
         config.loss, n_items, config.rank_estimator, config.sampling, config.lambdarank_cutoff, config.warp_margin
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    # fused: one kernel over the whole item tables; the default per-tensor loop is ~10x slower on CPU
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
+    )
     min_items = 2 if model.kind == "two_tower" else 1
     trainable = np.flatnonzero([len(h) >= min_items for h in split.train_items])
     ndcg_key = f"ndcg@{config.ndcg_k}"
+    scorer = replicas.wrap(SampledBatchScorer(model))
 
     history: list[EpochRecord] = []
     best_ndcg, best_epoch, best_state, stale = -1.0, 0, copy.deepcopy(model.state_dict()), 0
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model}/{config.loss}", disable=not progress)
+    bar = tqdm(
+        range(1, config.epochs + 1), desc=f"{config.model}/{config.loss}", disable=not (progress and replicas.is_main)
+    )
     for epoch in bar:
         model.train()
         order = rng.permutation(trainable)
         losses = []
         for first in range(0, len(order), config.batch_users):
-            users = order[first : first + config.batch_users]
-            loss = _step(model, split, users, config, sampler, lookup, loss_fn, rng, generator)
+            batch = _batch(model, split, order[first : first + config.batch_users], config.input_dropout, rng, replicas)
+            loss = batch.scale * _loss(scorer, batch, config, sampler, lookup, loss_fn, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        epoch_loss = float(np.mean(losses))
+        epoch_loss = replicas.mean(float(np.mean(losses)))
         if not np.isfinite(epoch_loss):
             raise ModelFitError(
                 f"loss became {epoch_loss} at epoch {epoch}; lower learning_rate ({config.learning_rate})"
             )
         ndcg = None
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            ndcg = evaluate(_model_scores(model), split.validation, (), config.ndcg_k)[ndcg_key].mean
+            ndcg = replicas.from_main(
+                lambda: evaluate(_model_scores(model), split.validation, (), config.ndcg_k)[ndcg_key].mean
+            )
             if ndcg > best_ndcg:
                 best_ndcg, best_epoch, best_state, stale = ndcg, epoch, copy.deepcopy(model.state_dict()), 0
             else:
@@ -112,8 +130,12 @@ def train_retrieval(data: MovieLensData, config: RetrievalConfig, progress: bool
             break
     model.load_state_dict(best_state)
     model.eval()
-    metrics = evaluate(_model_scores(model), split.test, config.recall_ks, config.ndcg_k)
-    popularity_metrics = evaluate(popularity_scores(counts), split.test, config.recall_ks, config.ndcg_k)
+    metrics, popularity_metrics = replicas.from_main(
+        lambda: (
+            evaluate(_model_scores(model), split.test, config.recall_ks, config.ndcg_k),
+            evaluate(popularity_scores(counts), split.test, config.recall_ks, config.ndcg_k),
+        )
+    )
     logger.info("best epoch %d; test %s; popularity %s", best_epoch, _fmt(metrics), _fmt(popularity_metrics))
     recommender = TwoTowerRecommender(data.catalogue, model, config, counts)
     return RetrievalTrainResult(recommender, metrics, popularity_metrics, history, best_epoch, split)
@@ -139,57 +161,80 @@ def plot_history(history: list[EpochRecord], path: Path) -> None:
     write_atomic(Path(path), buffer.getvalue())
 
 
-def _step(
+@dataclass(frozen=True)
+class _Batch:
+    """This replica's part of one batch: user-tower input `[U]`, `row_user [B]` (index into the U users),
+    `targets [B]` item rows, `users [U]` training-user indices, and its loss scale c_r (1 in one process)."""
+
+    inputs: Bags | torch.Tensor
+    row_user: torch.Tensor
+    targets: torch.Tensor
+    users: np.ndarray
+    scale: float
+
+
+def _batch(
     model: RetrievalModel,
     split: Split,
     users: np.ndarray,
+    dropout: float,
+    rng: np.random.Generator,
+    replicas: Replicas,
+) -> _Batch:
+    """The batch of training users `users` as this replica trains it.
+
+    Two-tower: each history item is hidden with probability `dropout` (at least one hidden, one kept per user);
+    hidden items are targets, kept ones the input. MF: every history item is a target of the user's own vector.
+    Masks are drawn for the whole batch on every replica (so all consume `rng` alike), then the replica keeps
+    its shard. A replica whose shard is empty trains on the batch's first user with scale 0 (DDP needs every
+    replica to take part in each gradient all-reduce).
+    """
+    histories = [split.train_items[u] for u in users]
+    if model.kind == "two_tower":
+        hidden = [_hidden_mask(len(items), dropout, rng) for items in histories]
+        rows = np.array([int(h.sum()) for h in hidden])
+    else:
+        hidden = [np.ones(len(items), bool) for items in histories]
+        rows = np.array([len(items) for items in histories])
+    mine = replicas.shard(np.arange(len(users)))
+    scale = replicas.loss_scale(int(rows[mine].sum()), int(rows.sum())) if len(mine) else 0.0
+    mine = mine if len(mine) else np.arange(1)
+    row_user = torch.from_numpy(np.repeat(np.arange(len(mine)), rows[mine]))
+    targets = torch.from_numpy(np.concatenate([histories[i][hidden[i]] for i in mine]))
+    if model.kind == "two_tower":
+        inputs: Bags | torch.Tensor = Bags.pack([histories[i][~hidden[i]] for i in mine])
+    else:
+        inputs = torch.from_numpy(users[mine])
+    return _Batch(inputs, row_user, targets, users[mine], scale)
+
+
+def _hidden_mask(n: int, dropout: float, rng: np.random.Generator) -> np.ndarray:
+    """`[n]` bool, each True with probability `dropout`, with at least one True and one False."""
+    hidden = rng.random(n) < dropout
+    if hidden.all():
+        hidden[rng.integers(n)] = False
+    if not hidden.any():
+        hidden[rng.integers(n)] = True
+    return hidden
+
+
+def _loss(
+    scorer: torch.nn.Module,
+    batch: _Batch,
     config: RetrievalConfig,
     sampler: NegativeSampler,
     lookup: PositiveLookup,
     loss_fn: SampledBatchLoss,
-    rng: np.random.Generator,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Loss of one batch of training users (indices into split.train_items)."""
-    if model.kind == "two_tower":
-        inputs, row_user, targets = _fold_in_rehearsal(split, users, config.input_dropout, rng)
-        user_vectors = model.user_vectors(inputs)
-    else:
-        lengths = [len(split.train_items[u]) for u in users]
-        row_user = torch.from_numpy(np.repeat(np.arange(len(users)), lengths))
-        targets = torch.from_numpy(np.concatenate([split.train_items[u] for u in users]))
-        user_vectors = model.user_vectors(torch.from_numpy(users))
+    """Sampled-batch loss of `batch` (mean over its rows), with m negatives shared by all its rows."""
     negatives = sampler.sample(config.num_negatives, generator)
-    items = model.item_vectors()
-    queries = user_vectors[row_user]  # [B, d]
-    pos = (queries * items[targets]).sum(-1)  # [B]
-    neg = queries @ items[negatives.rows].T  # [B, m]: the sampled batch, one matmul
+    pos, neg = scorer(batch.inputs, batch.row_user, batch.targets, negatives.rows)
     if config.remove_accidental_hits:
-        valid = ~lookup.contains(torch.from_numpy(users)[row_user], negatives.rows)
+        valid = ~lookup.contains(torch.from_numpy(batch.users)[batch.row_user], negatives.rows)
     else:
         valid = torch.ones_like(neg, dtype=torch.bool)
-    return loss_fn(pos, neg, valid, sampler.log_q[targets], negatives.log_q)
-
-
-def _fold_in_rehearsal(
-    split: Split, users: np.ndarray, dropout: float, rng: np.random.Generator
-) -> tuple[Bags, torch.Tensor, torch.Tensor]:
-    """Hide each history item with probability `dropout` (at least one hidden, one kept per user).
-
-    Returns (input bags [U], row_user [B] index into the U users, target rows [B]) over all hidden items.
-    """
-    inputs, row_user, targets = [], [], []
-    for u, user in enumerate(users):
-        items = split.train_items[user]
-        hidden = rng.random(len(items)) < dropout
-        if hidden.all():
-            hidden[rng.integers(len(items))] = False
-        if not hidden.any():
-            hidden[rng.integers(len(items))] = True
-        inputs.append(items[~hidden])
-        targets.append(items[hidden])
-        row_user.append(np.full(int(hidden.sum()), u))
-    return Bags.pack(inputs), torch.from_numpy(np.concatenate(row_user)), torch.from_numpy(np.concatenate(targets))
+    return loss_fn(pos, neg, valid, sampler.log_q[batch.targets], negatives.log_q)
 
 
 def _model_scores(model: RetrievalModel) -> ScoreFn:

@@ -1,0 +1,84 @@
+"""Data-parallel replicas for `train_retrieval` (DDP; gloo on CPU): where this process sits and what it shares.
+
+Every replica runs the same seeded loop (same user permutation, same fold-in masks, same shared negatives) and
+keeps only its shard of each batch's users. Its loss is rescaled so that DDP's gradient average equals the
+single-process gradient of the whole batch: with l_r = S_r / B_r the mean over its B_r rows,
+
+    grad = (1 / W) sum_r grad(c_r l_r),   c_r = W B_r / B   =>   grad = grad(sum_r S_r / B),
+
+exact for the row-mean losses (lambdarank, warp, softmax), close for bpr (a mean over valid pairs).
+The main replica (rank 0) evaluates; the others receive its numbers, so every replica takes the same
+early-stopping decisions and returns the same result. `Replicas()` is the single-process case: no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """This process is replica `rank` of `world` (world 1: single process, nothing distributed)."""
+
+    rank: int = 0
+    world: int = 1
+
+    def __post_init__(self) -> None:
+        if self.world < 1 or not 0 <= self.rank < self.world:
+            raise ValueError(f"rank must lie in [0, world); got rank={self.rank}, world={self.world}")
+
+    @classmethod
+    def from_process_group(cls) -> Replicas:
+        """The replica of the initialised default process group, or `Replicas()` when there is none."""
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return cls()
+        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: evaluates, logs and saves."""
+        return self.rank == 0
+
+    def shard(self, users: np.ndarray) -> np.ndarray:
+        """This replica's users of a batch: every `world`-th one from `rank` (possibly none for a short batch)."""
+        return users[self.rank :: self.world]
+
+    def loss_scale(self, rows: int, total_rows: int) -> float:
+        """c_r = W B_r / B (see the module docstring); 0 for a replica with no rows in this batch."""
+        return self.world * rows / total_rows
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """`module` under DistributedDataParallel (gradients all-reduced in backward), or itself for world 1."""
+        if self.world == 1:
+            return module
+        return nn.parallel.DistributedDataParallel(module)
+
+    def mean(self, value: float) -> float:
+        """The mean of `value` over replicas."""
+        if self.world == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64)
+        torch.distributed.all_reduce(total)
+        return float(total.item()) / self.world
+
+    def from_main(self, compute: Callable[[], T]) -> T:
+        """`compute()` run on the main replica only; every replica returns its (picklable) value."""
+        if self.world == 1:
+            return compute()
+        box = [compute() if self.is_main else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def threads_per_replica(world: int) -> int:
+    """Share the CPUs: max(1, cpu_count // world) intra-op threads per replica."""
+    return max(1, (os.cpu_count() or 1) // world)
