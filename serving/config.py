@@ -18,8 +18,12 @@ class RankingConfig(BaseModel):
     disliked_weight: float = Field(
         -0.5, le=0.0, description="Fold-in weight of a disliked item (liked items weigh +1); negative pushes away."
     )
+    neutral_weight: float = Field(
+        0.5, description='Fold-in weight of a movie mentioned without a verdict ("I already saw X").'
+    )
     include_boost: float = Field(
-        0.5, ge=0.0, description="Added to an item's score (base in (0, 1], by rank) when it has a requested genre."
+        0.5, ge=0.0, description="Added to an item's score (base in (0, 1], by rank) times the share of the "
+        "requested genres it has.",
     )
     mood_boost: float = Field(
         0.3, ge=0.0, description="Added for a genre the mood prefers, subtracted for one it pushes away."

@@ -12,13 +12,19 @@ Rules (on normalised words; movie mentions are masked out first, so "Love Actual
   ("I hated Toy Story and Finding Nemo": both disliked; "Toy Story was boring": disliked). A negator up to
   three words before a sentiment word flips it ("didn't like", "not a fan of", "not bad"; "can't stand"
   stays negative).
-  No sentiment word at all means liked: people mostly name movies they want more of.
+  No sentiment word at all means liked (people mostly name movies they want more of), except beside
+  "already" ("I already saw Prisoners"): neutral. A seeing verb ("seen", "saw", "watched") in the clause also
+  marks the movie seen.
+- Earlier picks can be named by position: "the second one", "the last one", "number 3", "#2" refer to the
+  previous turn's recommendations (`DialogueState.shown`) and count as mentions ("another one like the
+  second": liked; "I've seen the third one": seen).
 - A genre word is excluded when a negator ("not", "no", "without", "nothing", "avoid", "except", "less",
   "don't", "hate", ...) is up to four words before it in its clause, otherwise included.
 - Mood words: "darker", "grittier", "scarier", "serious", ... -> darker; "lighter", "funnier", "happier",
   "feel-good", ... -> lighter; negated ("not too dark") -> the opposite mood.
 - Years: "after 2000" (2001-), "since 2000" (2000-), "before 1990" (-1989), "until 1990" (-1990),
-  "between 1990 and 2000", a decade ("from the 90s", "1980s", "the nineties"). A new bound replaces the same
+  "between 1990 and 2000", a decade ("from the 90s", "1980s", "the nineties"). A negator right before
+  flips the cue ("nothing before 2000" = 2000-, "not after 1990" = -1990). A new bound replaces the same
   bound; a bound that contradicts the other one drops it.
 """
 
@@ -39,6 +45,7 @@ from serving.linking import Mention, TitleLinker, normalise, tokenise
 STATE_VERSION = 1
 
 Mood = Literal["darker", "lighter"]
+Sentiment = Literal["liked", "disliked", "neutral"]
 
 FeedbackKind = Literal["like", "dislike", "seen", "not_interested"]
 """A person's verdict on one movie, given outside the text (the UI's card buttons), see `apply_feedback`."""
@@ -108,8 +115,11 @@ NEGATIVE = frozenset(
     "hated hate hates disliked dislike despise despised loathe loathed terrible awful boring bad sucked sucks "
     "overrated worst disappointing annoying bored meh stand".split()
 )
+SEEING = frozenset("seen saw watched rewatched".split())
+NEUTRAL_CUES = frozenset({"already"})
 NEGATION_PROOF = frozenset({"stand"})  # "can't stand": the negator is part of the phrase, never a flip
 CLAUSE_WORDS = frozenset({"but", "however", "though", "although", "whereas"})
+_SENTENCE_TAIL = re.compile(r"[^.!?\n]*([.!?\n]|$)")
 _CLAUSE_PUNCT = re.compile(r"[.,;:!?\n]")
 NEGATION_WINDOW_GENRE = 4
 NEGATION_WINDOW_SENTIMENT = 3
@@ -118,6 +128,16 @@ _DECADE_WORDS = {
     "twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
     "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
 }
+_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
+             "fifth": 5, "5th": 5, "sixth": 6, "6th": 6, "last": -1, "final": -1}
+_ORDINAL_REF = re.compile(
+    r"\bthe\s+(" + "|".join(_ORDINALS) + r")(?:\s+(?:one|movie|film|pick|suggestion|recommendation)\b|(?=\s*(?:[.,;:!?]|$|"
+    r"\s+(?:and|but|or|please|too|sounds|looks|is|was)\b)))|\b(?:number|no\.|#)\s*([1-9])\b",
+    re.I,
+)
+_NEGATED_CUES = {"after": "until", "post": "until", "newer than": "until", "since": "before", "before": "since",
+                 "pre": "since", "prior to": "since", "older than": "since", "until": "after", "till": "after"}
+_YEAR_NEGATED = re.compile(r"\b(?:not|no|nothing|none|never|nope)(?:\s+\w+)?\s*$", re.I)
 _YEAR_OR_DECADE = r"(?:(?:the\s+)?(?:'?(\d\d)'?s|(\d{4})'?s|(\d{4}))|(?:the\s+)?(" + "|".join(_DECADE_WORDS) + "))"
 _AFTER = re.compile(r"\b(after|since|post|newer than)\s+" + _YEAR_OR_DECADE, re.I)
 _BEFORE = re.compile(r"\b(before|until|till|pre|prior to|older than)\s+" + _YEAR_OR_DECADE, re.I)
@@ -136,6 +156,7 @@ class DialogueState(BaseModel):
     turn: int = Field(0, ge=0, description="User messages read so far.")
     liked: list[int] = Field(default_factory=list, description="Mentioned with positive or no sentiment.")
     disliked: list[int] = Field(default_factory=list, description="Mentioned with negative sentiment.")
+    neutral: list[int] = Field(default_factory=list, description='Mentioned without a verdict ("I already saw X").')
     mentioned: list[int] = Field(default_factory=list, description="Every movie the user named, in order.")
     include_genres: list[str] = Field(default_factory=list, description="Genres asked for (soft boost).")
     exclude_genres: list[str] = Field(default_factory=list, description="Genres ruled out (hard filter).")
@@ -143,17 +164,27 @@ class DialogueState(BaseModel):
     year_min: int | None = Field(None, description="Earliest release year wanted (inclusive).")
     year_max: int | None = Field(None, description="Latest release year wanted (inclusive).")
     recommended: list[int] = Field(default_factory=list, description="Everything already recommended.")
+    shown: list[int] = Field(default_factory=list, description='The last turn\'s picks, in order ("the second one").')
     seen: list[int] = Field(default_factory=list, description="Marked as already watched (never recommended).")
 
 
 def update_state(state: DialogueState, user_text: str, linker: TitleLinker, catalogue: Catalogue) -> DialogueState:
     """The state after reading one more user message (the input state is not modified)."""
-    mentions = linker.find(user_text)
-    liked, disliked, mentioned = list(state.liked), list(state.disliked), list(state.mentioned)
-    for mention, positive in zip(mentions, mention_sentiments(user_text, mentions)):
-        _move(mention.item_id, to=liked if positive else disliked, away=disliked if positive else liked)
+    mentions = references(user_text, linker.find(user_text), state.shown)
+    lists: dict[Sentiment, list[int]] = {"liked": list(state.liked), "disliked": list(state.disliked),
+                                         "neutral": list(state.neutral)}
+    mentioned, seen = list(state.mentioned), list(state.seen)
+    for mention, sentiment, watched in zip(mentions, mention_sentiments(user_text, mentions),
+                                           mention_seen(user_text, mentions)):
+        for name, items in lists.items():
+            if name != sentiment and mention.item_id in items:
+                items.remove(mention.item_id)
+        if mention.item_id not in lists[sentiment]:
+            lists[sentiment].append(mention.item_id)
         if mention.item_id not in mentioned:
             mentioned.append(mention.item_id)
+        if watched and mention.item_id not in seen:
+            seen.append(mention.item_id)
 
     masked = _mask(user_text, mentions)
     include, exclude, mood = list(state.include_genres), list(state.exclude_genres), state.mood
@@ -165,7 +196,8 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
     year_min, year_max = year_bounds(masked, state.year_min, state.year_max)
     return state.model_copy(
         update=dict(
-            turn=state.turn + 1, liked=liked, disliked=disliked, mentioned=mentioned, include_genres=include,
+            turn=state.turn + 1, liked=lists["liked"], disliked=lists["disliked"], neutral=lists["neutral"],
+            mentioned=mentioned, seen=seen, include_genres=include,
             exclude_genres=exclude, mood=mood, year_min=year_min, year_max=year_max,
         )
     )
@@ -180,23 +212,38 @@ def apply_feedback(state: DialogueState, item_id: int, kind: FeedbackKind) -> Di
     recommended again.
     """
     liked, disliked, seen = list(state.liked), list(state.disliked), list(state.seen)
+    neutral = [i for i in state.neutral if i != item_id or kind == "seen"]
     if kind == "like":
         _move(item_id, to=liked, away=disliked)
     elif kind in ("dislike", "not_interested"):
         _move(item_id, to=disliked, away=liked)
     elif item_id not in seen:
         seen.append(item_id)
-    return state.model_copy(update=dict(liked=liked, disliked=disliked, seen=seen))
+    return state.model_copy(update=dict(liked=liked, disliked=disliked, neutral=neutral, seen=seen))
 
 
-def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[bool]:
-    """For each mention, True (liked) or False (disliked); see the module docstring."""
+def references(text: str, mentions: Sequence[Mention], shown: Sequence[int]) -> list[Mention]:
+    """`mentions` plus the earlier picks named by position ("the second one" = `shown[1]`), in text order."""
+    if not shown:
+        return list(mentions)
+    found = list(mentions)
+    for match in _ORDINAL_REF.finditer(text):
+        if any(m.start < match.end() and match.start() < m.end for m in mentions):
+            continue
+        position = _ORDINALS[match[1].lower()] if match[1] else int(match[2])
+        if position == -1 or position <= len(shown):
+            item = shown[position - 1] if position > 0 else shown[-1]
+            found.append(Mention(item_id=item, surface=match[0], start=match.start(), end=match.end(), score=1.0))
+    return sorted(found, key=lambda m: m.start)
+
+
+def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[Sentiment]:
+    """For each mention, liked, disliked or neutral; see the module docstring."""
     words, clauses, owner = _words(text, mentions)
-    result = []
-    for index, mention in enumerate(mentions):
-        positions = [i for i, o in enumerate(owner) if o == index]
+    result: list[Sentiment] = []
+    for index, positions in enumerate(_positions(owner, len(mentions))):
         if not positions:
-            result.append(True)
+            result.append("liked")
             continue
         first, last = positions[0], positions[-1]
         clause = clauses[first]
@@ -205,7 +252,22 @@ def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[bool]:
         verdict = _sentiment(words, clauses, behind) if behind else None
         if verdict is None and ahead:
             verdict = _sentiment(words, clauses, ahead)
-        result.append(True if verdict is None else verdict)
+        if verdict is None:
+            result.append("neutral" if any(words[i] in NEUTRAL_CUES for i in behind + ahead) else "liked")
+        else:
+            result.append("liked" if verdict else "disliked")
+    return result
+
+
+def mention_seen(text: str, mentions: Sequence[Mention]) -> list[bool]:
+    """For each mention, whether its clause says the person watched it ("I've seen X", "saw X already")."""
+    words, clauses, owner = _words(text, mentions)
+    result = []
+    for positions in _positions(owner, len(mentions)):
+        clause = clauses[positions[0]] if positions else None
+        asked = _SENTENCE_TAIL.match(text, mentions[len(result)].end)
+        result.append(any(w in SEEING and c == clause and o is None for w, c, o in zip(words, clauses, owner))
+                      and not (asked and asked[1] == "?"))  # "have you seen X?" asks, it does not say
     return result
 
 
@@ -240,10 +302,12 @@ def year_bounds(text: str, year_min: int | None, year_max: int | None) -> tuple[
         for match in pattern.finditer(text):
             if any(a <= match.start() < b for a, b in spans):
                 continue
-            cue = match[1].lower()
+            cue, after = match[1].lower(), is_after
+            if _YEAR_NEGATED.search(text[: match.start()]):  # "nothing before 2000" = 2000 or later
+                cue, after = _NEGATED_CUES.get(cue, cue), not after
             first, decade = _year_of(match[2], match[3], match[4], match[5])
             last = first + 9 if decade else first
-            if is_after:
+            if after:
                 events.append((match.start(), last + 1 if cue in ("after", "post", "newer than") else first, None))
             else:
                 events.append((match.start(), None, first - 1 if cue in ("before", "pre", "prior to", "older than")
@@ -284,21 +348,23 @@ def candidates(
 ) -> list[int]:
     """Up to `k` catalogue ids to recommend next, best first.
 
-    With liked items: `recommender.recommend` folds in liked (+1) and disliked (`config.disliked_weight`)
-    items, excluding everything mentioned or recommended, over-fetching `config.pool`. Without: popularity
+    With liked items: `recommender.recommend` folds in liked (+1), neutral (`config.neutral_weight`) and
+    disliked (`config.disliked_weight`) items, excluding everything mentioned or recommended, over-fetching `config.pool`. Without: popularity
     (`[n_items]`, catalogue rows; catalogue order when None) with a genre-diversity penalty. Either way, hard
     filters (excluded genres, year range, already seen) come before soft boosts (requested genres, mood).
     Popular items fill up when the personalised pool runs dry. Never returns an id outside the catalogue.
     """
     config = config or RankingConfig()
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
-    seen = set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked) | set(state.seen)
+    seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
+            | set(state.neutral) | set(state.seen))
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
 
     pool: list[int] = []
     if state.liked:
-        items = [*state.liked, *state.disliked]
-        weights = [1.0] * len(state.liked) + [config.disliked_weight] * len(state.disliked)
+        items = [*state.liked, *state.neutral, *state.disliked]
+        weights = ([1.0] * len(state.liked) + [config.neutral_weight] * len(state.neutral)
+                   + [config.disliked_weight] * len(state.disliked))
         n = min(config.pool, len(catalogue) - sum(1 for i in seen if i in catalogue))
         if n > 0:
             ids, _ = recommender.recommend(items, k=n, exclude=sorted(seen), weights=weights)
@@ -329,7 +395,8 @@ def _passes(movie: Movie, state: DialogueState) -> bool:
 
 def _boost(movie: Movie, state: DialogueState, config: RankingConfig) -> float:
     genres = set(movie.genres)
-    boost = config.include_boost if genres & set(state.include_genres) else 0.0
+    wanted = set(state.include_genres)
+    boost = config.include_boost * len(genres & wanted) / len(wanted) if wanted else 0.0
     if state.mood is not None:
         prefer, push = MOOD_GENRES[state.mood]
         boost += config.mood_boost * (bool(genres & prefer) - bool(genres & push))
@@ -394,6 +461,15 @@ def _words(text: str, mentions: Sequence[Mention]) -> tuple[list[str], list[int]
         for i in positions:
             clauses[i] = clauses[positions[0]]
     return words, clauses, owner
+
+
+def _positions(owner: list[int | None], n_mentions: int) -> list[list[int]]:
+    """For each mention, the word positions it covers (empty when it covers no word)."""
+    positions: list[list[int]] = [[] for _ in range(n_mentions)]
+    for i, o in enumerate(owner):
+        if o is not None:
+            positions[o].append(i)
+    return positions
 
 
 def _sentiment(words: list[str], clauses: list[int], positions: list[int]) -> bool | None:

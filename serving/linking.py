@@ -19,9 +19,17 @@ word, such as "Up", "Heat", "Alien" or "(The) Shining", is *weak*: it is accepte
   4. the message is nothing but the title plus filler: "up", "what about heat?", "I loved memento!";
   5. a preference cue comes right before it ("loved", "watched", "the movie", ...) and the clause ends or
      goes on with a connective right after it: "i loved memento because ...", but not "i watched seven movies";
-  6. it is listed next to an accepted mention: "Toy Story, heat and memento".
+  6. it is listed next to an accepted mention: "Toy Story, heat and memento";
+  7. it starts a sentence or clause and a verdict follows: "Clueless wasn't good", "interstelar was amazing".
+A pronoun title ("It", "Her", "Us") needs one of rules 1-3: "loved it" is no mention.
+Rule 2 does not count inside a run of capitalised words ("Zorgon Chronicles Part Seven" is another name).
 Rule 4's filler includes plain verdicts ("was great", "is boring"), so "Memento was great" links.
-Weak aliases never match fuzzily. So "set up a movie night" links nothing.
+Weak aliases match fuzzily only when they are long (`MIN_WEAK_FUZZY_CHARS`, "interstelar") and still need a
+signal. A bare number ("2001", "1941") is weak too, and a year written right before a title is its year
+("the 2001 Planet of the Apes"), not a title. So "set up a movie night" links nothing.
+
+`unrecognised` finds what looks like a title but links to nothing (a quoted span, or capitalised words after
+"loved", "seen", ...), so the reply can say it does not know that movie.
 """
 
 from __future__ import annotations
@@ -64,9 +72,23 @@ FOLLOWERS = frozenset(
     "which from in on at last yesterday again twice".split()
 )
 CONNECTORS = frozenset({"and", "or", "plus", "also", "as", "well", "&", "then"})
+PRONOUNS = frozenset("it her us them me you him she he we they this that".split())
+VERDICT_VERBS = frozenset("was is were wasnt isnt werent".split())
+VERDICT_ADVERBS = frozenset("not really so very pretty quite too just truly absolutely kind of a an".split())
+VERDICTS = frozenset(
+    "great good amazing awesome fantastic brilliant excellent fun funny lovely perfect beautiful incredible "
+    "terrible awful boring bad overrated meh disappointing annoying dull weird ok okay fine".split()
+)
+TITLE_CUES = frozenset("loved love liked like enjoyed adore adored watched saw seen about called titled".split())
+SMALL_WORDS = frozenset("of the a an and in on to for with at from by vs".split())
+_YEAR_WORD = re.compile(r"^(?:18|19|20)\d\d$")
+_YEAR_BEFORE = re.compile(r"\b((?:18|19|20)\d\d)(?:'s)?\s+$")
+_QUOTED_SPAN = re.compile(r"\"([^\"\n]{2,80})\"|“([^”\n]{2,80})”|(?<!\w)'([^'\n]{2,80})'(?!\w)")
 
 MIN_FUZZY_CHARS = 8
 """Aliases shorter than this (in characters) only match exactly: short strings are too easy to hit by chance."""
+MIN_WEAK_FUZZY_CHARS = 10
+"""Weak (one-word) aliases need this many characters to match fuzzily ("interstellar", not "memento")."""
 
 
 class Mention(BaseModel):
@@ -169,7 +191,7 @@ class TitleLinker:
         self._fuzzy: dict[tuple[int, str], list[str]] = defaultdict(list)
         for key in self._aliases:
             joined = " ".join(key)
-            if len(joined) >= MIN_FUZZY_CHARS and not _is_weak(key):
+            if len(joined) >= (MIN_WEAK_FUZZY_CHARS if _is_weak(key) else MIN_FUZZY_CHARS):
                 self._fuzzy[(len(key), joined[0])].append(joined)
 
     def find(self, text: str) -> list[Mention]:
@@ -192,7 +214,8 @@ class TitleLinker:
         while changed:  # rule 6: weak titles listed next to accepted ones
             changed = False
             for cand in list(weak_pending):
-                if not taken[cand.first : cand.last].any() and _listed_next_to(tokens, cand, chosen):
+                if (not taken[cand.first : cand.last].any() and _listed_next_to(tokens, cand, chosen)
+                        and not _year_of_next(tokens, cand, chosen) and cand.key[-1] not in PRONOUNS):
                     chosen.append(cand)
                     taken[cand.first : cand.last] = True
                     weak_pending.remove(cand)
@@ -229,16 +252,49 @@ class TitleLinker:
                             found.append(_Candidate(a, b, tuple(choices[j].split(" ")), best / 100.0))
         return found
 
+    def unrecognised(self, text: str, mentions: Sequence[Mention] | None = None) -> list[str]:
+        """Spans that look like movie titles but link to nothing: quoted text, or a run of capitalised words
+        right after a cue ("I loved Zorgon Chronicles"). `mentions`: `find(text)` when already computed."""
+        mentions = self.find(text) if mentions is None else mentions
+
+        def free(start: int, end: int) -> bool:
+            return not any(m.start < end and start < m.end for m in mentions)
+
+        found: list[tuple[int, str]] = []
+        for match in _QUOTED_SPAN.finditer(text):
+            group = next(g for g in (1, 2, 3) if match[g] is not None)
+            if free(match.start(group), match.end(group)) and len(match[group].split()) <= 8:
+                found.append((match.start(group), match[group].strip()))
+        tokens = tokenise(text)
+        i = 0
+        while i < len(tokens):
+            run_end = i
+            if i > 0 and tokens[i - 1].norm in TITLE_CUES and tokens[i].raw[:1].isupper() and tokens[i].raw != "I":
+                while (run_end + 1 < len(tokens) and _continues_title(text, tokens, run_end + 1)
+                       and free(tokens[run_end + 1].start, tokens[run_end + 1].end)):
+                    run_end += 1
+                while run_end > i and tokens[run_end].norm in SMALL_WORDS:
+                    run_end -= 1
+                start, end = tokens[i].start, tokens[run_end].end
+                if free(start, end) and not any(a <= start < a + len(n) for a, n in found):
+                    found.append((start, text[start:end]))
+            i = run_end + 1
+        return [name for _, name in sorted(found)]
+
     def _mention(self, text: str, tokens: list[_Token], cand: _Candidate) -> Mention:
         start, end = tokens[cand.first].start, tokens[cand.last - 1].end
         year_match = _YEAR.match(text[end:])
         year = int(year_match.group(1) or year_match.group(2)) if year_match else None
+        year_before = _YEAR_BEFORE.search(text[:start])
+        rows = [a.row for a in self._aliases[cand.key]]
+        if year is None and year_before and int(year_before[1]) in {self.catalogue.movies[r].year for r in rows}:
+            year, start = int(year_before[1]), year_before.start()
         best = max(
             self._aliases[cand.key],
             key=lambda a: (self.catalogue.movies[a.row].year == year, -a.rank, self.popularity[a.row], -a.row),
         )
         movie = self.catalogue.movies[best.row]
-        if year is not None and movie.year == year:
+        if year_match and movie.year == year:
             end += year_match.end()
         return Mention(item_id=movie.item_id, surface=text[start:end], start=start, end=end, score=cand.score)
 
@@ -262,9 +318,39 @@ def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:
 
 
 def _is_weak(key: tuple[str, ...]) -> bool:
-    """A single alphabetic word, maybe after an article: the kind of title everyday text contains by accident."""
+    """A single alphabetic word or number, maybe after an article: what everyday text contains by accident."""
     core = key[1:] if len(key) > 1 and key[0] in ARTICLES else key
-    return len(core) == 1 and core[0].isalpha()
+    return len(core) == 1 and (core[0].isalpha() or core[0].isdigit())
+
+
+def _continues_title(text: str, tokens: list[_Token], i: int) -> bool:
+    """Whether token i carries on a capitalised name: same clause, capitalised, a digit or a small word."""
+    if re.search(r"[^\w\s'’&-]", text[tokens[i - 1].end : tokens[i].start]):
+        return False
+    raw = tokens[i].raw
+    return raw[:1].isupper() or raw.isdigit() or (tokens[i].norm in SMALL_WORDS and i + 1 < len(tokens)
+                                                   and tokens[i + 1].raw[:1].isupper())
+
+
+def _in_capitalised_run(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
+    """A capitalised word (not "I") right next to the span, with only spaces between: part of another name."""
+    neighbours = []
+    if cand.first > 0:
+        neighbours.append((tokens[cand.first - 1], text[tokens[cand.first - 1].end : tokens[cand.first].start]))
+    if cand.last < len(tokens):
+        neighbours.append((tokens[cand.last], text[tokens[cand.last - 1].end : tokens[cand.last].start]))
+    return any(t.raw[:1].isupper() and t.raw != "I" and not gap.strip() for t, gap in neighbours)
+
+
+def _verdict_follows(tokens: list[_Token], cand: _Candidate) -> bool:
+    """Rule 7's second half: "was", "isn't", ... then maybe adverbs, then a verdict word."""
+    i = cand.last
+    if i >= len(tokens) or tokens[i].norm not in VERDICT_VERBS:
+        return False
+    i += 1
+    while i < len(tokens) and tokens[i].norm in VERDICT_ADVERBS:
+        i += 1
+    return i < len(tokens) and tokens[i].norm in VERDICTS
 
 
 def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
@@ -277,10 +363,16 @@ def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
         return True
     core = [t for t in span if t.norm not in ARTICLES] or span
     sentence_start = not before.strip() or bool(_SENTENCE_END.search(before))
-    if all(t.raw[0].isupper() for t in core) and not sentence_start:
+    if all(t.raw[0].isupper() for t in core) and not sentence_start and not _in_capitalised_run(text, tokens, cand):
+        return True
+    clause_start = sentence_start or bool(re.search(r"[,;]\s*$", before)) or (
+        cand.first > 0 and tokens[cand.first - 1].norm in ("but", "and", "though"))
+    if clause_start and _verdict_follows(tokens, cand):
         return True
     if _YEAR.match(after):
         return True
+    if core[-1].norm in PRONOUNS:
+        return False
     others = tokens[: cand.first] + tokens[cand.last :]
     if all(t.norm in FILLER for t in others):
         return True
@@ -292,6 +384,11 @@ def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
         clause_ends = nxt >= len(tokens) or bool(re.match(r"\s*[^\w\s'’]", after))
         return clause_ends or tokens[nxt].norm in FOLLOWERS
     return False
+
+
+def _year_of_next(tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:
+    """A year-like number right before an accepted mention: that mention's year ("the 2001 Planet of ...")."""
+    return bool(_YEAR_WORD.match(" ".join(cand.key))) and any(other.first == cand.last for other in chosen)
 
 
 def _listed_next_to(tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:

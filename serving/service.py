@@ -48,6 +48,9 @@ NOTHING_FITS = (
     "I couldn't find a movie that fits everything you asked for. Try relaxing a constraint, such as a genre "
     "you ruled out or the year range."
 )
+CLARIFYING_QUESTION = "What's a movie you loved lately, or a genre you're in the mood for?"
+"""Asked while no liked movie is known (cold start), so the next turn can personalise."""
+UNKNOWN_TITLES = "I don't know {titles}, so I went by the rest of what you said."
 REPLY_STOP = "\n"  # the sentence ends at a newline: the grounded list follows it
 
 
@@ -237,8 +240,9 @@ class ChatService:
             if message.role == "user":
                 state = self._read(state, message.content)
             elif message.role == "assistant":
-                shown = [m.item_id for m in self.linker.find(message.content)]
-                state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown))})
+                shown = list(dict.fromkeys(m.item_id for m in self.linker.find(message.content)))
+                state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown)),
+                                                 "shown": shown})
         return state
 
     def _answer(
@@ -253,7 +257,8 @@ class ChatService:
         """Prepare the generation now (so errors surface before streaming); return the event generator."""
         if not picks:
             return self._finish(
-                opened, state, user_text, picks, self._fixed(NOTHING_FITS), UsageInfo(), "stop", started
+                opened, state, user_text, picks, self._framed(self._fixed(NOTHING_FITS), state, user_text, picks),
+                UsageInfo(), "stop", started,
             )
         prompt = build_prompt(
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
@@ -289,8 +294,31 @@ class ChatService:
                              total_tokens=u.total_tokens)
 
         return self._finish(
-            opened, state, user_text, picks, sentence, usage, lambda: generation.finish_reason, started
+            opened, state, user_text, picks, self._framed(sentence, state, user_text, picks), usage,
+            lambda: generation.finish_reason, started,
         )
+
+    def _framed(
+        self, sentence: Callable[[], Iterator[str]], state: DialogueState, user_text: str, picks: list[int]
+    ) -> Callable[[], Iterator[str]]:
+        """The sentence, after a note on titles the linker could not find and, while nothing liked is known
+        and there are picks, followed by `CLARIFYING_QUESTION`."""
+        unknown = self.linker.unrecognised(user_text)
+        before = UNKNOWN_TITLES.format(titles=_join([f'"{t}"' for t in unknown])) + " " if unknown else ""
+        after = " " + CLARIFYING_QUESTION if picks and not state.liked else ""
+
+        def framed() -> Iterator[str]:
+            if before:
+                yield before
+            inner = sentence()
+            try:
+                yield from inner
+            finally:
+                inner.close()
+            if after:
+                yield after
+
+        return framed
 
     def _finish(
         self,
@@ -363,7 +391,7 @@ class ChatService:
                 read = state if current.revision == opened.revision else self._read(current.state, record.user)
             recommended = list(dict.fromkeys(read.recommended + record.recommended))
             return current.model_copy(
-                update={"state": read.model_copy(update={"recommended": recommended}),
+                update={"state": read.model_copy(update={"recommended": recommended, "shown": record.recommended}),
                         "turns": [*current.turns, record]}
             )
 

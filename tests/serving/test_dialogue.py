@@ -213,3 +213,63 @@ def test_seen_items_are_never_candidates(linker, catalogue, recommender):
     after = candidates(apply_feedback(state, top[0], "seen"), recommender, catalogue, 5)
     assert top[0] not in after
     assert after[:4] == top[1:5], "only the seen movie leaves the list; liked and disliked are unchanged"
+
+
+def test_already_seen_is_seen_and_neutral(linker, catalogue):
+    state = read(["I loved Memento", "I already saw Prisoners and Gone Girl"], linker, catalogue)
+    assert named(catalogue, state.liked) == ["Memento"]
+    assert named(catalogue, state.neutral) == named(catalogue, state.seen) == ["Prisoners", "Gone Girl"]
+    loved = update_state(state, "I've seen Zodiac and loved it, and Prisoners was great", linker, catalogue)
+    assert named(catalogue, loved.liked) == ["Memento", "Zodiac", "Prisoners"]
+    assert named(catalogue, loved.neutral) == ["Gone Girl"] and len(loved.seen) == 3
+    asked = read(["have you seen Heat?"], linker, catalogue)
+    assert named(catalogue, asked.liked) == ["Heat"] and asked.seen == [], "a question says nothing was seen"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "position"),
+    [
+        ("another one like the second", "liked", 2),
+        ("more like the first one please", "liked", 1),
+        ("I hated the last one", "disliked", 5),
+        ("I've already seen the third one", "seen", 3),
+        ("number 4 sounds great", "liked", 4),
+    ],
+)
+def test_earlier_picks_by_position(linker, catalogue, text, field, position):
+    shown = [int(i) for i in catalogue.ids[10:15]]
+    state = update_state(DialogueState(shown=shown), text, linker, catalogue)
+    assert shown[position - 1] in getattr(state, field)
+    assert update_state(DialogueState(), text, linker, catalogue).mentioned == [], "nothing shown, nothing named"
+
+
+def test_ordinals_that_are_not_references(linker, catalogue):
+    shown = [int(i) for i in catalogue.ids[10:15]]
+    for text in ("for the first time in years", "the last time I watched a comedy"):
+        assert update_state(DialogueState(shown=shown), text, linker, catalogue).mentioned == []
+
+
+@pytest.mark.parametrize(
+    ("text", "bounds"),
+    [("nothing before 2000", (2000, None)), ("not after 1990", (None, 1990)), ("no movies before 1985", (1985, None)),
+     ("before 2000, nothing after 1995 though", (None, 1995))],
+)
+def test_negated_year_cues_flip(text, bounds):
+    assert year_bounds(text, None, None) == bounds
+
+
+def test_requested_genres_boost_by_share(catalogue, recommender):
+    popularity = np.arange(len(catalogue), 0, -1, dtype=np.float64)  # catalogue order; Toy Story first
+    state = DialogueState(include_genres=["Romance", "Comedy"])
+    picks = candidates(state, recommender, catalogue, 5, popularity=popularity)
+    assert {"Romance", "Comedy"} <= set(catalogue[picks[0]].genres)
+
+
+def test_neutral_mentions_fold_in_with_their_weight(linker, catalogue, recommender):
+    state = read(["I loved Toy Story", "I already saw Memento"], linker, catalogue)
+    assert named(catalogue, state.neutral) == ["Memento"]
+    ignored = candidates(state, recommender, catalogue, 10, config=RankingConfig(neutral_weight=0.0))
+    liked_only = candidates(state.model_copy(update={"neutral": [], "mentioned": state.mentioned}), recommender,
+                            catalogue, 10)
+    assert ignored == [i for i in liked_only if i != state.neutral[0]][:10]
+    assert not set(candidates(state, recommender, catalogue, 10)) & set(state.mentioned)

@@ -97,3 +97,45 @@ def test_title_names_put_articles_back():
     assert title_names("Amelie (Fabuleux destin d'Amélie Poulain, Le)") == [
         "Amelie", "Le Fabuleux destin d'Amélie Poulain"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Clueless wasn't good", ["Clueless"]),
+        ("interstelar was amazing", ["Interstellar"]),
+        ("heat is hot today", []),
+        ("have you seen Zorgon Chronicles Part Seven?", []),
+        ("I watched it yesterday and loved it", []),
+        ("I loved It", []),
+    ],
+)
+def test_verdicts_capitalised_runs_and_pronouns(linker, text, expected):
+    assert titles(linker, text) == expected
+
+
+def test_a_year_before_the_title_is_its_year():
+    remakes = Catalogue([
+        Movie(item_id=1, title="Planet of the Apes", year=1968, genres=("Sci-Fi",)),
+        Movie(item_id=2, title="Planet of the Apes", year=2001, genres=("Sci-Fi",)),
+        Movie(item_id=3, title="2001: A Space Odyssey", year=1968, genres=("Sci-Fi",)),
+    ])
+    linker = TitleLinker(remakes, popularity=np.array([9.0, 1.0, 5.0]))
+    (mention,) = linker.find("I liked the 2001 Planet of the Apes")
+    assert mention.item_id == 2 and mention.surface == "2001 Planet of the Apes"
+    assert [m.item_id for m in linker.find("I liked Planet of the Apes")] == [1]
+    assert [m.item_id for m in linker.find('I loved "2001"')] == [3]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('I loved "Blorptastic Moon Warriors"', ["Blorptastic Moon Warriors"]),
+        ("have you seen Zorgon Chronicles Part Seven?", ["Zorgon Chronicles Part Seven"]),
+        ("I loved The Return of Zorg and Toy Story", ["The Return of Zorg"]),
+        ('I loved "Toy Story"', []),
+        ("I'm in New York, I loved Heat", []),
+    ],
+)
+def test_unrecognised_titles(linker, text, expected):
+    assert linker.unrecognised(text) == expected
