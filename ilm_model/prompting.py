@@ -84,22 +84,27 @@ class ItemPrompt:
         """Token ids of `answer` followed by the template's end of turn, cut to `max_tokens`."""
         return tokenizer(answer + self.answer_end, add_special_tokens=False)["input_ids"][:max_tokens]
 
+    def embed_blocks(self, llm: PreTrainedModel, blocks: Sequence[torch.Tensor], with_head: bool = True) -> torch.Tensor:
+        """One prompt's embeddings `[L, d_llm]` with `blocks[i] [T_i, d_llm]` in slot i (soft tokens, or the
+        embedded text of the text-only baseline); without the head when `with_head` is False (read from a cache)."""
+        if len(blocks) != self.num_slots:
+            raise ILMError(f"{len(blocks)} item blocks for a prompt with {self.num_slots} slots")
+        embed = llm.get_input_embeddings()
+        device = blocks[0].device
+        texts = ([self.head_ids + self.pieces[0]] if with_head else [self.pieces[0]]) + self.pieces[1:]
+        parts = [embed(torch.tensor(texts[0], dtype=torch.long, device=device))]
+        for block, ids in zip(blocks, texts[1:], strict=True):
+            parts += [block.to(parts[0].dtype), embed(torch.tensor(ids, dtype=torch.long, device=device))]
+        return torch.cat(parts)
+
     def embed_body(self, llm: PreTrainedModel, soft_tokens: torch.Tensor, with_head: bool = True) -> torch.Tensor:
         """Prompt embeddings `[B, L, d_llm]` with `soft_tokens [B, n * K, d_llm]` split into the n slots
-        (K each, in order); without the head when `with_head` is False (it is read from a cache)."""
-        embed = llm.get_input_embeddings()
-        device = soft_tokens.device
-        batch, total, _ = soft_tokens.shape
+        (K each, in order); without the head when `with_head` is False."""
+        total = soft_tokens.shape[1]
         if total % self.num_slots:
             raise ILMError(f"{total} soft tokens do not split evenly into {self.num_slots} slots")
-        blocks = soft_tokens.split(total // self.num_slots, dim=1)
-        texts = ([self.head_ids + self.pieces[0]] if with_head else [self.pieces[0]]) + self.pieces[1:]
-        parts = []
-        for i, ids in enumerate(texts):
-            parts.append(embed(torch.tensor(ids, dtype=torch.long, device=device))[None].expand(batch, -1, -1))
-            if i < len(blocks):
-                parts.append(blocks[i].to(parts[0].dtype))
-        return torch.cat(parts, dim=1)
+        size = total // self.num_slots
+        return torch.stack([self.embed_blocks(llm, row.split(size), with_head) for row in soft_tokens])
 
     def embed(self, llm: PreTrainedModel, soft_tokens: torch.Tensor) -> torch.Tensor:
         """Full prompt embeddings `[B, H + L, d_llm]` with `soft_tokens [B, n * K, d_llm]` in the slots."""

@@ -64,15 +64,26 @@ class SoftTokenTable:
         write_atomic(Path(path), save(payload, metadata={"format": FORMAT, "version": FORMAT_VERSION}))
 
     @classmethod
-    def load(cls, path: Path) -> SoftTokenTable:
-        """Read a file written by `save`; CheckpointError (naming the file) when it is not one."""
+    def load(
+        cls, path: Path, hidden_size: int | None = None, num_tokens: int | None = None
+    ) -> SoftTokenTable:
+        """Read a file written by `save`; CheckpointError (naming the file) when it is not one, or when its
+        token width / tokens per item differ from the given `hidden_size` (the LLM's) / `num_tokens` (K)."""
         try:
             tensors = load(Path(path).read_bytes())
-            return cls(tensors["item_ids"].numpy(), tensors["tokens"])
+            table = cls(tensors["item_ids"].numpy(), tensors["tokens"])
         except (OSError, SafetensorError, KeyError, ValueError) as exc:
             raise CheckpointError(
                 f"{path}: not a soft-token table ({exc}); rebuild it from the ILM checkpoint"
             ) from None
+        expected = {"hidden_size": hidden_size, "num_tokens": num_tokens}
+        actual = {"hidden_size": table.hidden_size, "num_tokens": table.num_tokens}
+        wrong = {k: (actual[k], v) for k, v in expected.items() if v is not None and v != actual[k]}
+        if wrong:
+            raise CheckpointError(
+                f"{path}: soft-token table does not fit (stored, expected): {wrong}; rebuild it with this LLM / ILM"
+            )
+        return table
 
 
 def build_soft_token_table(

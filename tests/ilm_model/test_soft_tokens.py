@@ -36,6 +36,11 @@ def test_save_load_round_trip(tmp_path):
     table.save(tmp_path / "soft.safetensors")
     loaded = SoftTokenTable.load(tmp_path / "soft.safetensors")
     assert np.array_equal(loaded.item_ids, table.item_ids) and torch.equal(loaded.tokens, table.tokens)
+    assert SoftTokenTable.load(tmp_path / "soft.safetensors", hidden_size=4, num_tokens=2).num_tokens == 2
+    with pytest.raises(CheckpointError, match=r"'hidden_size': \(4, 576\)"):
+        SoftTokenTable.load(tmp_path / "soft.safetensors", hidden_size=576)
+    with pytest.raises(CheckpointError, match=r"'num_tokens': \(2, 8\)"):
+        SoftTokenTable.load(tmp_path / "soft.safetensors", num_tokens=8)
     (tmp_path / "bad.safetensors").write_bytes(b"not a table")
     with pytest.raises(CheckpointError, match="rebuild"):
         SoftTokenTable.load(tmp_path / "bad.safetensors")
