@@ -140,6 +140,24 @@ class PrefixCache:
 
 
 @torch.inference_mode()
+def generate_from_bodies(
+    llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, bodies: Sequence[torch.Tensor], max_new_tokens: int
+) -> list[str]:
+    """Greedy replies of the frozen LLM to whole prompt embeddings `[L_b, d_llm]` of any lengths (left-padded
+    into one batch; the attention mask hides the padding)."""
+    longest = max(len(b) for b in bodies)
+    embeds = torch.zeros(len(bodies), longest, bodies[0].shape[1], dtype=bodies[0].dtype, device=bodies[0].device)
+    mask = torch.zeros(len(bodies), longest, dtype=torch.long, device=bodies[0].device)
+    for row, body in enumerate(bodies):
+        embeds[row, longest - len(body) :] = body
+        mask[row, longest - len(body) :] = 1
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = llm.generate(
+        inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+    )
+    return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
 def generate_from_soft_tokens(
     llm: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -147,15 +165,7 @@ def generate_from_soft_tokens(
     soft_tokens: torch.Tensor,
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy replies of the frozen LLM to `prompt` with `soft_tokens [B, K, d_llm]` spliced in (one per row)."""
-    embeds = prompt.embed(llm, soft_tokens)
-    mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = llm.generate(
-        inputs_embeds=embeds,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=pad,
-    )
-    return [text.strip() for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    """Greedy replies of the frozen LLM to `prompt` with `soft_tokens [B, n * K, d_llm]` in its slots."""
+    with torch.inference_mode():
+        bodies = list(prompt.embed(llm, soft_tokens))
+    return generate_from_bodies(llm, tokenizer, bodies, max_new_tokens)

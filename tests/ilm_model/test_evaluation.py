@@ -39,3 +39,25 @@ def test_itc_recall_matches_brute_force_ranking(tiny_config):
         expected = np.mean([int(targets[j]) in scores[j].argsort(descending=True)[:k].tolist() for j in range(6)])
         assert itc_recall_at_k(model, texts, targets, features, k, batch_size=4) == pytest.approx(expected)
     assert itc_recall_at_k(model, texts, targets, features, 30) == 1.0
+
+
+def test_candidate_scores_match_full_sequence_brute_force(tiny_llm):
+    from ilm_model.evaluation import recall_at_k, score_candidates
+    from ilm_model.prompting import ItemPrompt
+
+    llm, tok = tiny_llm
+    prompt = ItemPrompt.build(tok, "I liked {item} and {item}. Next?")
+    torch.manual_seed(0)
+    blocks = [torch.randn(3, 256), torch.randn(5, 256)]  # slots may differ in length (text-only titles)
+    answers = [prompt.answer_ids(tok, t, 20) for t in ("Heat (1995)", "Up", "Alien (1979)")]
+    scores = score_candidates(llm, prompt, blocks, answers, chunk=2)
+    body = prompt.embed_blocks(llm, blocks)
+    expected = []
+    with torch.no_grad():
+        for ids in answers:
+            embeds = torch.cat([body, llm.get_input_embeddings()(torch.tensor(ids))])[None]
+            logp = torch.log_softmax(llm(inputs_embeds=embeds).logits[0], -1)
+            expected.append(torch.stack([logp[len(body) + i - 1, t] for i, t in enumerate(ids)]).mean())
+    torch.testing.assert_close(scores, torch.stack(expected), atol=1e-5, rtol=1e-5)
+    ranked = torch.tensor([0.1, 0.5, 0.3, 0.9])
+    assert recall_at_k(ranked, 2, 2) == 0.0 and recall_at_k(ranked, 2, 3) == 1.0 and recall_at_k(ranked, 0, 10) == 1.0

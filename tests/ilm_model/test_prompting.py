@@ -67,3 +67,14 @@ def test_generation_depends_on_the_soft_tokens(tiny_llm):
     out = generate_from_soft_tokens(llm, tok, prompt, soft, max_new_tokens=5)
     assert len(out) == 2 and out[0] != out[1]
     assert generate_from_soft_tokens(llm, tok, prompt, soft, max_new_tokens=5) == out  # greedy: deterministic
+
+
+def test_left_padded_batch_generation_equals_one_by_one(tiny_llm):
+    from ilm_model.prompting import generate_from_bodies
+
+    llm, tok = tiny_llm
+    prompt = ItemPrompt.build(tok, "Describe this movie: {item}")
+    torch.manual_seed(1)
+    bodies = [prompt.embed_blocks(llm, [torch.randn(n, 256)]) for n in (2, 6)]
+    batched = generate_from_bodies(llm, tok, bodies, max_new_tokens=5)
+    assert batched == [generate_from_bodies(llm, tok, [b], max_new_tokens=5)[0] for b in bodies]
