@@ -67,6 +67,7 @@ def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.servi
     from serving.service import ChatService
     from serving.session_log import SessionLogWriter
     from serving.session_store import open_session_store
+    from serving.text_scores import ITCTextScorer
 
     model_path = convert_bundled(settings.cache) if settings.llm == BUNDLED else settings.llm
     engine = create_engine(settings.serving, artefacts.llm, artefacts.tokenizer, model_path)
@@ -77,6 +78,7 @@ def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.servi
         engine,
         open_session_store(settings.session_store),
         settings.serving,
+        text_scorer=ITCTextScorer(artefacts.ilm, artefacts.recommender),
         session_log=SessionLogWriter(settings.session_log or settings.cache / "logs" / "sessions.jsonl"),
         model_id=settings.llm,
         checkpoint_id=artefacts.directory.name,

@@ -15,6 +15,19 @@ class RankingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: int = Field(300, ge=1, description="Candidates fetched from the recommender before filters and boosts.")
+    ranked: int = Field(
+        50, ge=1, le=500, description="Length of the ranking a turn returns beside its picks (`ChatTurn.ranked`), "
+        "for evaluation at cut-offs beyond `n_recommendations`.",
+    )
+    cf_weight: float = Field(1.0, ge=0.0, description="Weight of the standardised session-vector (CF) scores.")
+    text_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the standardised ITC text->item scores of the user's recent words "
+        "(used when the service has a text scorer).",
+    )
+    popularity_weight: float = Field(
+        0.0, ge=0.0, description="Weight of standardised log(1 + popularity) in the fused score."
+    )
+    text_turns: int = Field(2, ge=1, le=3, description="How many of the latest user messages form the ITC query.")
     disliked_weight: float = Field(
         -0.5, le=0.0, description="Fold-in weight of a disliked item (liked items weigh +1); negative pushes away."
     )

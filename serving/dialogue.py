@@ -43,6 +43,8 @@ from serving.config import RankingConfig
 from serving.linking import Mention, TitleLinker, normalise, tokenise
 
 STATE_VERSION = 1
+TEXT_MEMORY = 3
+TEXT_MEMORY_CHARS = 500
 
 Mood = Literal["darker", "lighter"]
 Sentiment = Literal["liked", "disliked", "neutral"]
@@ -164,6 +166,8 @@ class DialogueState(BaseModel):
     year_min: int | None = Field(None, description="Earliest release year wanted (inclusive).")
     year_max: int | None = Field(None, description="Latest release year wanted (inclusive).")
     recommended: list[int] = Field(default_factory=list, description="Everything already recommended.")
+    user_texts: list[str] = Field(default_factory=list, description=f"The last {TEXT_MEMORY} user messages, each "
+                                  f"cut to {TEXT_MEMORY_CHARS} characters (the text->item query).")
     shown: list[int] = Field(default_factory=list, description='The last turn\'s picks, in order ("the second one").')
     seen: list[int] = Field(default_factory=list, description="Marked as already watched (never recommended).")
 
@@ -198,6 +202,7 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
         update=dict(
             turn=state.turn + 1, liked=lists["liked"], disliked=lists["disliked"], neutral=lists["neutral"],
             mentioned=mentioned, seen=seen, include_genres=include,
+            user_texts=[*state.user_texts, user_text[:TEXT_MEMORY_CHARS]][-TEXT_MEMORY:],
             exclude_genres=exclude, mood=mood, year_min=year_min, year_max=year_max,
         )
     )
@@ -345,14 +350,16 @@ def candidates(
     *,
     popularity: np.ndarray | None = None,
     config: RankingConfig | None = None,
+    text_scores: np.ndarray | None = None,
 ) -> list[int]:
     """Up to `k` catalogue ids to recommend next, best first.
 
-    With liked items: `recommender.recommend` folds in liked (+1), neutral (`config.neutral_weight`) and
-    disliked (`config.disliked_weight`) items, excluding everything mentioned or recommended, over-fetching `config.pool`. Without: popularity
-    (`[n_items]`, catalogue rows; catalogue order when None) with a genre-diversity penalty. Either way, hard
-    filters (excluded genres, year range, already seen) come before soft boosts (requested genres, mood).
-    Popular items fill up when the personalised pool runs dry. Never returns an id outside the catalogue.
+    Personalised pool (the top `config.pool` by `fused_scores`, everything mentioned, seen or recommended
+    left out) when there are liked items or `text_scores` (`[n_items]`, catalogue rows, e.g. ITC scores of
+    the user's words); otherwise popularity (`[n_items]`, catalogue rows; catalogue order when None). Hard
+    filters (excluded genres, year range) come before soft boosts (requested genres, mood). Popular items fill
+    up when the personalised pool runs dry. Without liked items a genre-diversity penalty spreads the picks
+    (cold start). Never returns an id outside the catalogue.
     """
     config = config or RankingConfig()
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
@@ -361,14 +368,11 @@ def candidates(
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
 
     pool: list[int] = []
-    if state.liked:
-        items = [*state.liked, *state.neutral, *state.disliked]
-        weights = ([1.0] * len(state.liked) + [config.neutral_weight] * len(state.neutral)
-                   + [config.disliked_weight] * len(state.disliked))
-        n = min(config.pool, len(catalogue) - sum(1 for i in seen if i in catalogue))
-        if n > 0:
-            ids, _ = recommender.recommend(items, k=n, exclude=sorted(seen), weights=weights)
-            pool = [int(i) for i in ids if int(i) in catalogue]
+    fused = fused_scores(state, recommender, catalogue, popularity, config, text_scores, seen)
+    if fused is not None:
+        order = np.lexsort((np.arange(len(fused)), -fused))
+        pool = [i for i in (int(catalogue.ids[r]) for r in order[: config.pool + len(seen)]) if i not in seen]
+        pool = pool[: config.pool]
     personalised = set(pool)
     pool += [i for i in by_popularity if i not in personalised]
 
@@ -380,6 +384,60 @@ def candidates(
     if state.liked:  # personalised items keep precedence over the popularity fill-up
         return sorted(allowed, key=lambda i: (i not in personalised, -scores[i]))[:k]
     return _diverse(allowed, scores, catalogue, k, config.diversity)
+
+
+def fused_scores(
+    state: DialogueState,
+    recommender: Recommender,
+    catalogue: Catalogue,
+    popularity: np.ndarray,
+    config: RankingConfig,
+    text_scores: np.ndarray | None = None,
+    exclude: set[int] | frozenset[int] = frozenset(),
+) -> np.ndarray | None:
+    """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items and text scores:
+
+        s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
+
+    cf = the recommender's scores for the session vector folded in from liked (+1), neutral
+    (`neutral_weight`) and disliked (`disliked_weight`) movies; z() standardises over the catalogue (the
+    `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
+    """
+    total = np.zeros(len(catalogue))
+    used = False
+    if state.liked:
+        items = [*state.liked, *state.neutral, *state.disliked]
+        weights = ([1.0] * len(state.liked) + [config.neutral_weight] * len(state.neutral)
+                   + [config.disliked_weight] * len(state.disliked))
+        n = len(catalogue) - sum(1 for i in exclude | set(items) if i in catalogue)
+        if n > 0:
+            ids, values = recommender.recommend(items, k=n, exclude=sorted(exclude), weights=weights)
+            cf = np.full(len(catalogue), np.nan)
+            cf[catalogue.rows([int(i) for i in ids])] = values
+            total += config.cf_weight * _standardise(cf)
+            used = True
+    if text_scores is not None:
+        if np.shape(text_scores) != (len(catalogue),):
+            raise ValueError(f"text_scores must have one value per catalogue row ({len(catalogue)}), "
+                             f"got {np.shape(text_scores)}")
+        total += config.text_weight * _standardise(np.asarray(text_scores, dtype=np.float64))
+        used = True
+    if not used:
+        return None
+    if config.popularity_weight:
+        total += config.popularity_weight * _standardise(np.log1p(np.maximum(popularity, 0.0)))
+    return total
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the finite entries; NaN entries get the lowest value; constant input gives 0."""
+    finite = np.isfinite(values)
+    out = np.zeros_like(values, dtype=np.float64)
+    if finite.sum() > 1 and values[finite].std() > 0:
+        out[finite] = (values[finite] - values[finite].mean()) / values[finite].std()
+    if not finite.all():
+        out[~finite] = out[finite].min() if finite.any() else 0.0
+    return out
 
 
 def _passes(movie: Movie, state: DialogueState) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ilm_model.item_text import NO_GENRES
 from ilm_model.soft_tokens import SoftTokenTable
@@ -40,6 +40,7 @@ from serving.linking import TitleLinker
 from serving.prompts import build_prompt
 from serving.session_log import SessionLogRecord, SessionLogWriter
 from serving.session_store import SESSION_ID_PATTERN, Session, SessionChange, SessionStore, TurnRecord
+from serving.text_scores import TextScorer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class ChatTurn(BaseModel):
     session_id: str
     reply: str
     recommendations: list[Recommendation]
+    ranked: list[int] = Field(default_factory=list, description="The candidate ranking the recommendations head "
+                              "(`config.ranking.ranked` long), for evaluation at deeper cut-offs.")
     state: DialogueState
     usage: UsageInfo
     finish_reason: FinishReason = "stop"
@@ -94,7 +97,8 @@ class ChatService:
 
     `popularity` `[n_items]` (catalogue rows, e.g. rating counts) breaks title ties and drives cold start;
     by default the recommender's own popularity counts when it has them (`TwoTowerRecommender` does), else
-    the catalogue order stands in. With `session_log`, every completed turn is appended to it, tagged with
+    the catalogue order stands in. With `text_scorer` (e.g. `serving.text_scores.ITCTextScorer`), the user's
+    latest words are scored against every movie and fused with the CF scores. With `session_log`, every completed turn is appended to it, tagged with
     `model_id` (the LLM) and `checkpoint_id` (the trained artefacts).
     """
 
@@ -108,6 +112,7 @@ class ChatService:
         config: ServingConfig | None = None,
         *,
         popularity: Sequence[float] | np.ndarray | None = None,
+        text_scorer: TextScorer | None = None,
         session_log: SessionLogWriter | None = None,
         model_id: str = "unknown",
         checkpoint_id: str = "unknown",
@@ -119,6 +124,7 @@ class ChatService:
         self.store = store
         self.config = config or ServingConfig()
         self.session_log = session_log
+        self.text_scorer = text_scorer
         self.model_id, self.checkpoint_id = model_id, checkpoint_id
         if popularity is None and isinstance(getattr(recommender, "popularity", None), PopularityRecommender):
             popularity = recommender.popularity.counts
@@ -183,13 +189,22 @@ class ChatService:
             stored = self.session(session_id, owner=owner)
             opened = _Opened(session_id, owner, stored.revision)
             state = self._read(stored.state, messages[-1].content)
-        picks = candidates(
-            state, self.recommender, self.catalogue, self.config.n_recommendations,
-            popularity=self.popularity, config=self.config.ranking,
-        )
+        ranked = self.rank(state)
+        picks = ranked[: self.config.n_recommendations]
         params = params or SamplingParams()
-        events = self._answer(opened, state, messages[-1].content, picks, params, started)
+        events = self._answer(opened, state, messages[-1].content, picks, ranked, params, started)
         return TurnStream(opened.session_id, events)
+
+    def rank(self, state: DialogueState) -> list[int]:
+        """The candidate ranking for `state` (`config.ranking.ranked` long at most); a turn recommends its head."""
+        ranking = self.config.ranking
+        text_scores = None
+        if self.text_scorer is not None and state.user_texts:
+            text_scores = self.text_scorer.scores(" ".join(state.user_texts[-ranking.text_turns :]))
+        return candidates(
+            state, self.recommender, self.catalogue, max(self.config.n_recommendations, ranking.ranked),
+            popularity=self.popularity, config=ranking, text_scores=text_scores,
+        )
 
     def health(self) -> bool:
         """Whether both the LLM engine and the session store can serve."""
@@ -251,14 +266,15 @@ class ChatService:
         state: DialogueState,
         user_text: str,
         picks: list[int],
+        ranked: list[int],
         params: SamplingParams,
         started: float,
     ) -> Iterator[str | ChatTurn]:
         """Prepare the generation now (so errors surface before streaming); return the event generator."""
         if not picks:
             return self._finish(
-                opened, state, user_text, picks, self._framed(self._fixed(NOTHING_FITS), state, user_text, picks),
-                UsageInfo(), "stop", started,
+                opened, state, user_text, picks, ranked,
+                self._framed(self._fixed(NOTHING_FITS), state, user_text, picks), UsageInfo(), "stop", started,
             )
         prompt = build_prompt(
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
@@ -294,7 +310,7 @@ class ChatService:
                              total_tokens=u.total_tokens)
 
         return self._finish(
-            opened, state, user_text, picks, self._framed(sentence, state, user_text, picks), usage,
+            opened, state, user_text, picks, ranked, self._framed(sentence, state, user_text, picks), usage,
             lambda: generation.finish_reason, started,
         )
 
@@ -326,6 +342,7 @@ class ChatService:
         state: DialogueState,
         user_text: str,
         picks: list[int],
+        ranked: list[int],
         sentence: Callable[[], Iterator[str]],
         usage: UsageInfo | Callable[[], UsageInfo],
         finish_reason: FinishReason | Callable[[], FinishReason | None],
@@ -359,7 +376,7 @@ class ChatService:
                     turn=state.turn - 1,
                     user_text=user_text,
                     mentions=[m.item_id for m in self.linker.find(user_text)],
-                    candidates=picks,
+                    candidates=ranked,
                     recommendations=picks,
                     reply=reply,
                     model_id=self.model_id,
@@ -371,6 +388,7 @@ class ChatService:
             session_id=opened.session_id,
             reply=reply,
             recommendations=recommendations,
+            ranked=ranked,
             state=state,
             usage=usage() if callable(usage) else usage,
             finish_reason=(finish_reason() if callable(finish_reason) else finish_reason) or "stop",

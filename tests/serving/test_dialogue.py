@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.config import RankingConfig
-from serving.dialogue import DialogueState, apply_feedback, candidates, update_state, year_bounds
+from serving.dialogue import DialogueState, apply_feedback, candidates, fused_scores, update_state, year_bounds
 from serving.linking import TitleLinker
 
 
@@ -273,3 +273,37 @@ def test_neutral_mentions_fold_in_with_their_weight(linker, catalogue, recommend
                             catalogue, 10)
     assert ignored == [i for i in liked_only if i != state.neutral[0]][:10]
     assert not set(candidates(state, recommender, catalogue, 10)) & set(state.mentioned)
+
+
+def test_fused_scores_add_standardised_terms(linker, catalogue, recommender):
+    state = read(["I loved Toy Story"], linker, catalogue)
+    text = np.linspace(0.0, 1.0, len(catalogue))
+    popularity = np.arange(len(catalogue), dtype=np.float64)
+    config = RankingConfig(cf_weight=2.0, text_weight=0.5, popularity_weight=0.25)
+    fused = fused_scores(state, recommender, catalogue, popularity, config, text)
+
+    def z(x):
+        return (x - x.mean()) / x.std()
+
+    cf = recommender.item_embeddings() @ recommender.fold_in(state.liked)
+    cf[catalogue.rows(state.liked)] = np.nan  # the history is not scored: it takes the lowest z
+    cf_z = np.where(np.isnan(cf), np.nan, 0.0)
+    finite = ~np.isnan(cf)
+    cf_z[finite] = z(cf[finite])
+    cf_z[~finite] = cf_z[finite].min()
+    expected = 2.0 * cf_z + 0.5 * z(text) + 0.25 * z(np.log1p(popularity))
+    np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
+    assert fused_scores(DialogueState(), recommender, catalogue, popularity, config) is None
+    with pytest.raises(ValueError, match="one value per catalogue row"):
+        fused_scores(state, recommender, catalogue, popularity, config, text[:-1])
+
+
+def test_text_scores_steer_candidates_without_mentions(catalogue, recommender, ids_by_title):
+    text = np.zeros(len(catalogue))
+    wanted = [ids_by_title[t] for t in ("Heat", "Zodiac", "Alien")]
+    text[catalogue.rows(wanted)] = [3.0, 2.0, 1.0]
+    picks = candidates(DialogueState(), recommender, catalogue, 3, text_scores=text,
+                       config=RankingConfig(diversity=0.0))
+    assert picks == wanted
+    no_horror = DialogueState(exclude_genres=["Horror"])
+    assert ids_by_title["Alien"] not in candidates(no_horror, recommender, catalogue, 3, text_scores=text)

@@ -1,0 +1,33 @@
+"""ITC text->item scores: max over the item's query features of the dot product with the text feature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from serving.text_scores import ITCTextScorer
+
+
+@pytest.fixture(scope="module")
+def tiny_ilm(recommender):
+    from ilm_model.configuration import ILMConfig, QFormerConfig
+    from ilm_model.modeling import ItemLanguageModel
+
+    torch.manual_seed(0)
+    qformer = QFormerConfig(text_encoder=None, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, num_query_tokens=2, cf_token_size=32, embed_dim=16)
+    config = ILMConfig(qformer=qformer).for_data(recommender.item_embeddings().shape[1], 256)
+    return ItemLanguageModel(config).eval()
+
+
+def test_scores_are_max_over_queries_of_itc_similarity(tiny_ilm, recommender, catalogue):
+    scorer = ITCTextScorer(tiny_ilm, recommender, batch_size=7)
+    scores = scorer.scores("a funny animated movie")
+    assert scores.shape == (len(catalogue),) and scores.dtype == np.float64
+    with torch.no_grad():
+        items = tiny_ilm.encode_items(torch.from_numpy(recommender.item_embeddings()))  # [n, K, d]
+        text = tiny_ilm.encode_text(["a funny animated movie"])[0]
+    np.testing.assert_allclose(scores, (items @ text).amax(dim=1).numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(scores) <= 1.0 + 1e-6), "both sides are L2-normalised"
+    assert not np.allclose(scores, scorer.scores("a dark crime thriller"))
