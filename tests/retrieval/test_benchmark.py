@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks.retrieval import main
+from benchmarks.retrieval import full_grid, main
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,12 @@ def test_temporal_split_reruns_the_best_corrected_lambdarank_and_its_sampled_twi
     best = max(corrected, key=lambda r: r["validation_ndcg"])
     ours = [(r["loss"], r["estimator"], r["m"]) for r in temporal["rows"] if r["method"] == "ours"]
     assert ours == [("lambdarank", "sampled", best["m"]), ("lambdarank", best["estimator"], best["m"])]
+
+
+def test_grid_runs_m_major_so_a_time_budget_cuts_whole_m_values():
+    grid = full_grid([16, 4])
+    assert len(grid) == 20 and {m for _, _, m in grid[:10]} == {16} and {m for _, _, m in grid[10:]} == {4}
+    assert grid[:5] == [("lambdarank", e, 16) for e in ("sampled", "scaled", "smoothed", "posterior")] + [
+        ("warp", "sampled", 16)
+    ]
+    assert grid[8:10] == [("softmax", None, 16), ("bpr", None, 16)]
