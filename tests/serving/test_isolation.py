@@ -4,68 +4,21 @@ a prompt would show in a reply."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-import torch
 
 from serving.api.server import build_app
-from serving.engines.base import GenerationStream, LLMEngine, SamplingParams
 from tests.serving.live import serve
+from tests.serving.wrapped_engines import EchoEngine
 
 MODEL = "ilmrec-test"
 SESSIONS = 32
 TURNS = 10
 FOLLOW_UPS = ["something darker", "not animated", "a comedy maybe", "from the nineties", "I didn't like {title}",
               "actually I loved {title}", "no horror please", "something more uplifting", "surprise me"]
-
-
-class EchoEngine(LLMEngine):
-    """Replies with the text of its prompt (every row that is a token embedding, decoded): the worst case of
-    a model that obeys "repeat everything you were told"."""
-
-    def __init__(self, inner: LLMEngine):
-        self.inner = inner
-        self._table = inner.embed_tokens(range(len(inner.tokenizer)))  # [V, H]
-
-    @property
-    def hidden_size(self) -> int:
-        return self.inner.hidden_size
-
-    @property
-    def tokenizer(self):
-        return self.inner.tokenizer
-
-    def embed_tokens(self, token_ids: Sequence[int]) -> torch.Tensor:
-        return self.inner.embed_tokens(token_ids)
-
-    def generate(self, prompt_embeds: torch.Tensor, params: SamplingParams) -> GenerationStream:
-        matches = (prompt_embeds[:, None, :] == self._table[None]).all(-1)  # [T, V]
-        ids = [int(row.nonzero()[0]) if row.any() else None for row in matches]
-        segments, current = [], []
-        for token in [*ids, None]:
-            if token is None:
-                if current:
-                    segments.append(self.tokenizer.decode(current))
-                current = []
-            else:
-                current.append(token)
-        text = " ".join(" ".join(segments).split())  # one line: the reply sentence ends at a newline
-
-        def produce(stream: GenerationStream) -> Iterator[str]:
-            stream.usage.completion_tokens = 1
-            stream.finish_reason = "stop"
-            yield text
-
-        return GenerationStream(len(ids), produce)
-
-    def health(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
 
 
 def codeword(i: int) -> str:
