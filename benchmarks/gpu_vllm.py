@@ -118,7 +118,7 @@ def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     """The q-quantile (0..1) with linear interpolation between order statistics."""
     ordered = sorted(values)
     position = q * (len(ordered) - 1)
@@ -140,9 +140,9 @@ def summarise(model: str, mode: Mode, concurrency: int, runs: Sequence[tuple[flo
         concurrency=concurrency,
         requests=len(samples),
         errors=len(samples) - len(ok),
-        ttft_ms_p50=_percentile(ttft, 0.5) if ttft else None,
-        ttft_ms_p95=_percentile(ttft, 0.95) if ttft else None,
-        decode_ms_per_token_p50=_percentile(decode, 0.5) if decode else None,
+        ttft_ms_p50=percentile(ttft, 0.5) if ttft else None,
+        ttft_ms_p95=percentile(ttft, 0.95) if ttft else None,
+        decode_ms_per_token_p50=percentile(decode, 0.5) if decode else None,
         tokens_per_s=statistics.fmean(rates) if rates else None,
         mean_completion_tokens=statistics.fmean(s.completion_tokens for s in ok) if ok else None,
     )

