@@ -34,6 +34,10 @@ class RankingConfig(BaseModel):
     neutral_weight: float = Field(
         0.5, description='Fold-in weight of a movie mentioned without a verdict ("I already saw X").'
     )
+    recommended_weight: float = Field(
+        0.0, ge=0.0, description="Fold-in weight of earlier recommendations the person gave no verdict on "
+        "(0: not folded in). In replayed logs these are the human recommender's suggestions.",
+    )
     include_boost: float = Field(
         0.5, ge=0.0, description="Added to an item's score (base in (0, 1], by rank) times the share of the "
         "requested genres it has.",
@@ -55,6 +59,9 @@ class ServingConfig(BaseModel):
     reply_max_tokens: int = Field(
         48, ge=1, le=256, description="Cap on the LLM's introductory sentence; a client's max_tokens can only lower it."
     )
+    reply_max_chars: int = Field(
+        200, ge=20, description="The LLM's sentence is cut at this many characters (at a word boundary)."
+    )
     max_user_chars_in_prompt: int = Field(
         400, ge=1, description="The latest user message is cut to this many characters inside the LLM prompt."
     )
@@ -72,10 +79,6 @@ class ServingConfig(BaseModel):
     )
     vllm_max_model_len: int = Field(
         2048, ge=64, description="Context length of the in-process vLLM engine (prompt plus reply tokens)."
-    )
-    generation_timeout_s: float = Field(
-        60.0, gt=0, description="A reply the LLM has not finished within this many seconds fails with 504 "
-        "(and Retry-After), so no request hangs on a stuck engine."
     )
 
 

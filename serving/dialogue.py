@@ -399,16 +399,13 @@ def fused_scores(
 
         s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
 
-    cf = the recommender's scores for the session vector folded in from liked (+1), neutral
-    (`neutral_weight`) and disliked (`disliked_weight`) movies; z() standardises over the catalogue (the
+    cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
     """
     total = np.zeros(len(catalogue))
     used = False
-    if state.liked:
-        items = [*state.liked, *state.neutral, *state.disliked]
-        weights = ([1.0] * len(state.liked) + [config.neutral_weight] * len(state.neutral)
-                   + [config.disliked_weight] * len(state.disliked))
+    items, weights = fold_in_history(state, config)
+    if any(w > 0 for w in weights):
         n = len(catalogue) - sum(1 for i in exclude | set(items) if i in catalogue)
         if n > 0:
             ids, values = recommender.recommend(items, k=n, exclude=sorted(exclude), weights=weights)
@@ -427,6 +424,20 @@ def fused_scores(
     if config.popularity_weight:
         total += config.popularity_weight * _standardise(np.log1p(np.maximum(popularity, 0.0)))
     return total
+
+
+def fold_in_history(state: DialogueState, config: RankingConfig) -> tuple[list[int], list[float]]:
+    """(items, weights) the session vector folds in: liked +1, neutral `neutral_weight`, disliked
+    `disliked_weight`, and, when `recommended_weight` is set, earlier recommendations nobody gave a verdict on."""
+    items = [*state.liked, *state.neutral, *state.disliked]
+    weights = ([1.0] * len(state.liked) + [config.neutral_weight] * len(state.neutral)
+               + [config.disliked_weight] * len(state.disliked))
+    if config.recommended_weight:
+        judged = set(items) | set(state.seen)
+        extra = [i for i in state.recommended if i not in judged]
+        items += extra
+        weights += [config.recommended_weight] * len(extra)
+    return items, weights
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Per turn: update the dialogue state from the user's words -> candidates (fold-in retrieval, filters,
 boosts) -> prompt with the candidates' soft tokens -> the LLM's one short sentence -> a list of the
-recommended movies, each with a reason drawn from metadata. The LLM only introduces the picks; which movies
-are recommended is decided by retrieval and the state, so every recommended id is a catalogue id.
+recommended movies, each with a reason drawn from metadata. The LLM only introduces the picks, in one
+sentence cut before anything title-like (`serving.reply_text.SentenceGuard`); which movies are recommended
+is decided by retrieval and the state, so every recommended id is a catalogue id.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from serving.dialogue import (
     year_range_text,
 )
 from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
-from serving.engines.deadline import generate_within
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.linking import TitleLinker
 from serving.prompts import build_prompt
+from serving.reply_text import SentenceGuard
 from serving.session_log import SessionLogRecord, SessionLogWriter
 from serving.session_store import SESSION_ID_PATTERN, Session, SessionChange, SessionStore, TurnRecord
 from serving.text_scores import TextScorer
@@ -185,7 +186,7 @@ class ChatService:
             raise InvalidRequestError("the last user message is empty", param="messages")
         if session_id is None:
             opened = _Opened(secrets.token_urlsafe(16), owner, None)
-            state = self._replay(messages)
+            state = self.read_history(messages)
         else:
             stored = self.session(session_id, owner=owner)
             opened = _Opened(session_id, owner, stored.revision)
@@ -250,7 +251,9 @@ class ChatService:
     def _read(self, state: DialogueState, user_text: str) -> DialogueState:
         return update_state(state, user_text, self.linker, self.catalogue)
 
-    def _replay(self, messages: list[ChatMessage]) -> DialogueState:
+    def read_history(self, messages: Sequence[ChatMessage]) -> DialogueState:
+        """The state a whole message history builds (user messages update it; movies named in assistant
+        messages count as recommended and, from the last one, as shown)."""
         state = DialogueState()
         for message in messages:
             if message.role == "user":
@@ -281,8 +284,8 @@ class ChatService:
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
             max_user_chars=self.config.max_user_chars_in_prompt,
         )
-        generation = generate_within(
-            self.engine, self.config.generation_timeout_s, prompt.embeds,
+        generation = self.engine.generate(
+            prompt.embeds,
             params.model_copy(
                 update={
                     "max_tokens": min(params.max_tokens, self.config.reply_max_tokens),
@@ -292,17 +295,20 @@ class ChatService:
         )
 
         def sentence() -> Iterator[str]:
-            started = False
+            guard = SentenceGuard(self.config.reply_max_chars)
             try:
                 for delta in generation:
-                    if not started:
-                        delta = delta.lstrip()
-                        started = bool(delta)
-                    if delta:
-                        yield delta
+                    shown = guard.feed(delta)
+                    if shown:
+                        yield shown
+                    if guard.done:
+                        break
+                tail = guard.close()
+                if tail:
+                    yield tail
             finally:
                 generation.close()
-            if not started:
+            if not guard.shown:
                 yield FALLBACK_SENTENCE
 
         def usage() -> UsageInfo:

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from serving.config import RankingConfig
-from serving.dialogue import DialogueState, apply_feedback, candidates, fused_scores, update_state, year_bounds
+from serving.dialogue import (
+    DialogueState,
+    apply_feedback,
+    candidates,
+    fold_in_history,
+    fused_scores,
+    update_state,
+    year_bounds,
+)
 from serving.linking import TitleLinker
 
 
@@ -307,3 +315,12 @@ def test_text_scores_steer_candidates_without_mentions(catalogue, recommender, i
     assert picks == wanted
     no_horror = DialogueState(exclude_genres=["Horror"])
     assert ids_by_title["Alien"] not in candidates(no_horror, recommender, catalogue, 3, text_scores=text)
+
+
+def test_fold_in_history_weights():
+    state = DialogueState(liked=[1], neutral=[2], disliked=[3], seen=[5], recommended=[4, 5, 3, 6])
+    config = RankingConfig(neutral_weight=0.5, disliked_weight=-0.5)
+    assert fold_in_history(state, config) == ([1, 2, 3], [1.0, 0.5, -0.5])
+    assert fold_in_history(state, config.model_copy(update={"recommended_weight": 0.25})) == (
+        [1, 2, 3, 4, 6], [1.0, 0.5, -0.5, 0.25, 0.25]
+    ), "earlier picks without a verdict (not seen, not judged) join with their weight"
