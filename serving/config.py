@@ -80,6 +80,10 @@ class ServingConfig(BaseModel):
     vllm_max_model_len: int = Field(
         2048, ge=64, description="Context length of the in-process vLLM engine (prompt plus reply tokens)."
     )
+    generation_timeout_s: float = Field(
+        60.0, gt=0, description="A reply the LLM has not finished within this many seconds fails with 504 "
+        "(and Retry-After), so no request hangs on a stuck engine."
+    )
 
 
 class SessionStoreConfig(BaseModel):

@@ -36,6 +36,7 @@ from serving.dialogue import (
     year_range_text,
 )
 from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
+from serving.engines.deadline import generate_within
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.linking import TitleLinker
 from serving.prompts import build_prompt
@@ -284,8 +285,8 @@ class ChatService:
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
             max_user_chars=self.config.max_user_chars_in_prompt,
         )
-        generation = self.engine.generate(
-            prompt.embeds,
+        generation = generate_within(
+            self.engine, self.config.generation_timeout_s, prompt.embeds,
             params.model_copy(
                 update={
                     "max_tokens": min(params.max_tokens, self.config.reply_max_tokens),
