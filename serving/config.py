@@ -38,6 +38,10 @@ class RankingConfig(BaseModel):
         0.0, ge=0.0, description="Fold-in weight of earlier recommendations the person gave no verdict on "
         "(0: not folded in). In replayed logs these are the human recommender's suggestions.",
     )
+    deny_list: list[int] = Field(
+        default_factory=list, description="Catalogue ids never recommended, whatever the conversation (an "
+        "operator's block list).",
+    )
     include_boost: float = Field(
         0.5, ge=0.0, description="Added to an item's score (base in (0, 1], by rank) times the share of the "
         "requested genres it has.",

@@ -357,14 +357,14 @@ def candidates(
     Personalised pool (the top `config.pool` by `fused_scores`, everything mentioned, seen or recommended
     left out) when there are liked items or `text_scores` (`[n_items]`, catalogue rows, e.g. ITC scores of
     the user's words); otherwise popularity (`[n_items]`, catalogue rows; catalogue order when None). Hard
-    filters (excluded genres, year range) come before soft boosts (requested genres, mood). Popular items fill
+    filters (excluded genres, year range, `config.deny_list`) come before soft boosts (requested genres, mood). Popular items fill
     up when the personalised pool runs dry. Without liked items a genre-diversity penalty spreads the picks
     (cold start). Never returns an id outside the catalogue.
     """
     config = config or RankingConfig()
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
     seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
-            | set(state.neutral) | set(state.seen))
+            | set(state.neutral) | set(state.seen) | set(config.deny_list))
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
 
     pool: list[int] = []

@@ -324,3 +324,12 @@ def test_fold_in_history_weights():
     assert fold_in_history(state, config.model_copy(update={"recommended_weight": 0.25})) == (
         [1, 2, 3, 4, 6], [1.0, 0.5, -0.5, 0.25, 0.25]
     ), "earlier picks without a verdict (not seen, not judged) join with their weight"
+
+
+def test_deny_list_is_a_hard_filter(linker, catalogue, recommender):
+    state = read(["I loved Toy Story"], linker, catalogue)
+    top = candidates(state, recommender, catalogue, 5)
+    denied = candidates(state, recommender, catalogue, 5, config=RankingConfig(deny_list=top[:2]))
+    assert not set(denied) & set(top[:2]) and denied[:3] == top[2:5]
+    assert not set(candidates(DialogueState(), recommender, catalogue, 40, config=RankingConfig(deny_list=top[:2]))
+                   ) & set(top[:2])
