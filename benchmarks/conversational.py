@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seeds the turn sample and the systems (not training)")
     parser.add_argument("--config", type=Path, help="an ilmrec settings YAML (as for `ilmrec train`)")
     parser.add_argument("--artefacts", type=Path, help="a finished artefact folder to evaluate instead of prepare()")
+    parser.add_argument("--system-config", type=Path, help="YAML/JSON of per-system settings (as for `ilmrec eval`)")
     args = parser.parse_args(argv)
 
     from app.commands import build_service
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         out=out,
         artefacts=args.artefacts,
+        system_config=args.system_config,
     )
     evaluate_command(
         options,

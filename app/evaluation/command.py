@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import yaml
+from pydantic import BaseModel
 from rich.console import Console
 
 from app.evaluation.importers import EvalTurn, ImportedDataset, import_crs, import_session_log, popularity_counts
@@ -21,13 +23,17 @@ from app.evaluation.options import LLM_SYSTEMS, NEEDS_ARTEFACTS, EvalOptions
 from app.evaluation.replay import EvaluationResult, TurnKey, run_evaluation, turn_key
 from app.evaluation.report import format_table, write_report
 from app.evaluation.systems import (
+    DialogueConfig,
     DialogueSystem,
     EndpointSystem,
+    FusionConfig,
     FusionSystem,
     LoggedSystem,
     PopularitySystem,
+    RetrievalConfig,
     RetrievalSystem,
     System,
+    TextLLMConfig,
     TextLLMSystem,
 )
 from retrieval.catalogue import Catalogue
@@ -42,6 +48,14 @@ if TYPE_CHECKING:
     from serving.service import ChatService
 
 log = logging.getLogger(__name__)
+
+SYSTEM_CONFIGS: dict[str, type[BaseModel]] = {
+    "retrieval": RetrievalConfig,
+    "fusion": FusionConfig,
+    "text-llm": TextLLMConfig,
+    "dialogue": DialogueConfig,
+}
+"""The systems `--system-config` can configure, and their settings models."""
 
 def evaluate_command(
     options: EvalOptions,
@@ -142,6 +156,21 @@ def _llm_sample(
     return {s: keys for s in slow}
 
 
+def load_system_configs(path: Path | None) -> dict[str, BaseModel]:
+    """`--system-config FILE` (YAML or JSON: system name -> settings) as validated settings models."""
+    if path is None:
+        return {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--system-config {path} does not exist")
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise DataError(f"--system-config {path}: expected a mapping of system names to settings")
+    unknown = sorted(set(raw) - set(SYSTEM_CONFIGS))
+    if unknown:
+        raise DataError(f"--system-config {path}: no settings for {unknown}; configurable: {', '.join(SYSTEM_CONFIGS)}")
+    return {name: SYSTEM_CONFIGS[name].model_validate(values or {}) for name, values in raw.items()}
+
+
 def _build_systems(
     options: EvalOptions,
     catalogue: Catalogue,
@@ -150,12 +179,13 @@ def _build_systems(
     build_service: Callable[[Artefacts], ChatService],
     notes: list[str],
 ) -> list[System]:
+    configs = load_system_configs(options.system_config)
     artefacts = load_artefacts() if NEEDS_ARTEFACTS & set(options.systems) else None
     if artefacts is not None and not np.array_equal(artefacts.catalogue.ids, catalogue.ids):
         raise DataError("the trained artefacts were built on a different catalogue than the data loaded for eval")
     linker = TitleLinker(catalogue, counts)
     built: dict[str, System] = {}
-    retrieval = RetrievalSystem(artefacts.recommender) if artefacts is not None else None
+    retrieval = RetrievalSystem(artefacts.recommender, configs.get("retrieval")) if artefacts is not None else None
     for name in options.systems:
         if name == "popularity":
             built[name] = PopularitySystem(PopularityRecommender(catalogue, counts))
@@ -163,15 +193,17 @@ def _build_systems(
         elif name == "retrieval":
             built[name] = retrieval
         elif name == "fusion":
-            built[name] = FusionSystem(artefacts.recommender, artefacts.ilm)
-            notes.append("fusion: CF and ITC weights are untuned defaults (1:1 on standardised scores).")
+            config = configs.get("fusion") or FusionConfig()
+            built[name] = FusionSystem(artefacts.recommender, artefacts.ilm, config)
+            if "fusion" not in configs:
+                notes.append("fusion: CF and ITC weights are untuned defaults (1:1 on standardised scores).")
         elif name == "text-llm":
             from serving.engines.transformers import TransformersEngine
 
             engine = TransformersEngine(artefacts.llm, artefacts.tokenizer)
-            built[name] = TextLLMSystem(engine, retrieval, catalogue, linker, seed=options.seed)
+            built[name] = TextLLMSystem(engine, retrieval, catalogue, linker, configs.get("text-llm"), seed=options.seed)
         elif name == "dialogue":
-            built[name] = DialogueSystem(build_service(artefacts), seed=options.seed)
+            built[name] = DialogueSystem(build_service(artefacts), configs.get("dialogue"), seed=options.seed)
         elif name == "endpoint":
             built[name] = EndpointSystem(options.endpoint, linker, model=options.endpoint_model, seed=options.seed)
         elif name == "logged":

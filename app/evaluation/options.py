@@ -31,6 +31,12 @@ class EvalOptions(BaseModel):
     endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (e.g. http://host:8000/v1).")
     endpoint_model: str = Field("ilmrec", description="Model name sent to the endpoint.")
     out: Path = Field(Path("eval-report"), description="Folder for the report, results.json, plots, mappings.")
+    system_config: Path | None = Field(
+        None,
+        description="A YAML or JSON file mapping system names to their settings, e.g. "
+        "`fusion: {cf_weight: 1.0, text_weight: 0.5}` (fields of RetrievalConfig, FusionConfig, TextLLMConfig, "
+        "DialogueConfig in app.evaluation.systems).",
+    )
     artefacts: Path | None = Field(
         None,
         description="A finished artefact folder (<cache>/artifacts/<dataset>-<fingerprint>/) to evaluate as is, "
@@ -82,5 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", help="base URL of an OpenAI-compatible API to evaluate as system 'endpoint'")
     parser.add_argument("--endpoint-model", help="model name to send to --endpoint (default ilmrec)")
     parser.add_argument("--out", type=Path, help="report folder (default ./eval-report)")
+    parser.add_argument("--system-config", type=Path,
+                        help="YAML/JSON mapping system names to settings, e.g. 'fusion: {text_weight: 0.5}'")
     parser.add_argument("--artefacts", type=Path,
                         help="evaluate this finished artefact folder instead of training/loading by fingerprint")

@@ -117,6 +117,8 @@ class PopularitySystem(System):
 class RetrievalConfig(BaseModel):
     """Which mentions the retrieval system folds in."""
 
+    model_config = ConfigDict(extra="forbid")
+
     roles: tuple[str, ...] = Field(
         ("user", "assistant"), description="Fold in movies mentioned by these speakers (both by default)."
     )
@@ -142,6 +144,8 @@ class RetrievalSystem(System):
 
 class FusionConfig(BaseModel):
     """How CF and text scores are combined (untuned defaults; tune on dev data only)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     cf_weight: float = Field(1.0, ge=0.0, description="Weight of the standardised session-vector scores.")
     text_weight: float = Field(1.0, ge=0.0, description="Weight of the standardised ITC text->item scores.")
@@ -211,6 +215,8 @@ class FusionSystem(System):
 class DialogueConfig(BaseModel):
     """How the chat service's answer becomes a ranked list."""
 
+    model_config = ConfigDict(extra="forbid")
+
     fill: bool = Field(
         True,
         description="After the movies the reply recommends, list the service's own next candidates (its ranker "
@@ -263,6 +269,8 @@ class DialogueSystem(System):
 
 class TextLLMConfig(BaseModel):
     """The text-only prompt baseline."""
+
+    model_config = ConfigDict(extra="forbid")
 
     n_candidates: int = Field(10, ge=1, le=50, description="Retrieval candidates listed (as titles) in the prompt.")
     max_tokens: int = Field(24, ge=1, le=128, description="Tokens the LLM may spend on its answer.")

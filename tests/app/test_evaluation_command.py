@@ -168,3 +168,21 @@ def test_eval_seed_seeds_the_harness_not_training():
     assert "retrieval" not in _overrides(args) and "ilm" not in _overrides(args)  # same artefacts, no retraining
     train = build_parser().parse_args(["train", "--seed", "3"])
     assert _overrides(train)["retrieval"]["seed"] == 3
+
+
+def test_system_config_file(tmp_path):
+    from app.evaluation.command import load_system_configs
+    from app.evaluation.systems import FusionConfig, RetrievalConfig
+
+    path = tmp_path / "systems.yaml"
+    path.write_text("fusion: {cf_weight: 1.0, text_weight: 0.25}\nretrieval: {roles: [user]}\n")
+    configs = load_system_configs(path)
+    assert configs["fusion"] == FusionConfig(cf_weight=1.0, text_weight=0.25)
+    assert configs["retrieval"] == RetrievalConfig(roles=("user",))
+    assert load_system_configs(None) == {}
+    path.write_text("popularity: {}\n")
+    with pytest.raises(DataError, match="no settings for \\['popularity'\\]"):
+        load_system_configs(path)
+    path.write_text("fusion: {text_wieght: 0.5}\n")
+    with pytest.raises(ValidationError, match="text_wieght"):
+        load_system_configs(path)
