@@ -357,8 +357,8 @@ def candidates(
     Personalised pool (the top `config.pool` by `fused_scores`, everything mentioned, seen or recommended
     left out) when there are liked items or `text_scores` (`[n_items]`, catalogue rows, e.g. ITC scores of
     the user's words); otherwise popularity (`[n_items]`, catalogue rows; catalogue order when None). Hard
-    filters (excluded genres, year range, `config.deny_list`) come before soft boosts (requested genres, mood). Popular items fill
-    up when the personalised pool runs dry. Without liked items a genre-diversity penalty spreads the picks
+    filters (excluded genres, year range, `config.deny_list`) come before soft boosts (requested genres,
+    mood). Popular items fill up when the personalised pool runs dry. Without liked items a genre-diversity penalty spreads the picks
     (cold start). Never returns an id outside the catalogue.
     """
     config = config or RankingConfig()

@@ -9,7 +9,8 @@ apostrophes and keeps letters and digits, so "Amélie" == "amelie" and "Schindle
 Matching runs over word n-grams of the message: an exact alias look-up first, then rapidfuzz `ratio` against
 aliases with the same number of words (and the same first letter) for typos ("toy stroy"). Overlapping
 matches are resolved by preferring exact matches, then longer ones, then higher similarity; when several
-movies share the alias, a year written right after it ("Heat (1995)", "heat 1995") decides, then popularity.
+movies share the alias, a year written right after it ("Heat (1995)", "heat 1995") decides, then popularity;
+the others are kept as the mention's `alternatives` so the reply can ask.
 
 **False positives on everyday words.** An alias whose core (after a leading article) is a single alphabetic
 word, such as "Up", "Heat", "Alien" or "(The) Shining", is *weak*: it is accepted only with a clear signal:
@@ -101,6 +102,9 @@ class Mention(BaseModel):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     score: float = Field(ge=0.0, le=1.0, description="1 for an exact alias, else rapidfuzz ratio / 100.")
+    alternatives: tuple[int, ...] = Field(
+        (), description="Other movies of the same name, when no year decided between them (most popular first)."
+    )
 
 
 @dataclass(frozen=True)
@@ -296,7 +300,13 @@ class TitleLinker:
         movie = self.catalogue.movies[best.row]
         if year_match and movie.year == year:
             end += year_match.end()
-        return Mention(item_id=movie.item_id, surface=text[start:end], start=start, end=end, score=cand.score)
+        others: tuple[int, ...] = ()
+        if movie.year != year or year is None:
+            rows = sorted({a.row for a in self._aliases[cand.key] if a.rank == best.rank} - {best.row},
+                          key=lambda r: -self.popularity[r])
+            others = tuple(self.catalogue.movies[r].item_id for r in rows)
+        return Mention(item_id=movie.item_id, surface=text[start:end], start=start, end=end, score=cand.score,
+                       alternatives=others)
 
 
 def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:

@@ -38,7 +38,7 @@ from serving.dialogue import (
 from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
 from serving.engines.deadline import generate_within
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
-from serving.linking import TitleLinker
+from serving.linking import Mention, TitleLinker
 from serving.prompts import build_prompt
 from serving.reply_text import SentenceGuard
 from serving.session_log import SessionLogRecord, SessionLogWriter
@@ -55,6 +55,9 @@ NOTHING_FITS = (
 CLARIFYING_QUESTION = "What's a movie you loved lately, or a genre you're in the mood for?"
 """Asked while no liked movie is known (cold start), so the next turn can personalise."""
 UNKNOWN_TITLES = "I don't know {titles}, so I went by the rest of what you said."
+AMBIGUOUS_TITLE = "I took \"{surface}\" to be {chosen}; if you meant {other}, tell me the year."
+AMBIGUITY_RATIO = 0.25
+"""Ask about a name when another movie of that name has at least this share of the chosen one's popularity."""
 REPLY_STOP = "\n"  # the sentence ends at a newline: the grounded list follows it
 
 
@@ -325,10 +328,17 @@ class ChatService:
     def _framed(
         self, sentence: Callable[[], Iterator[str]], state: DialogueState, user_text: str, picks: list[int]
     ) -> Callable[[], Iterator[str]]:
-        """The sentence, after a note on titles the linker could not find and, while nothing liked is known
-        and there are picks, followed by `CLARIFYING_QUESTION`."""
-        unknown = self.linker.unrecognised(user_text)
-        before = UNKNOWN_TITLES.format(titles=_join([f'"{t}"' for t in unknown])) + " " if unknown else ""
+        """The sentence, after notes on titles the linker could not find or had to choose between, and, while
+        nothing liked is known and there are picks, followed by `CLARIFYING_QUESTION`."""
+        mentions = self.linker.find(user_text)
+        unknown = self.linker.unrecognised(user_text, mentions)
+        notes = [UNKNOWN_TITLES.format(titles=_join([f'"{t}"' for t in unknown]))] if unknown else []
+        notes += [
+            AMBIGUOUS_TITLE.format(surface=m.surface, chosen=self.catalogue[m.item_id].display_title,
+                                   other=_join([self.catalogue[i].display_title for i in others], "or"))
+            for m in mentions if (others := self._rivals(m))
+        ]
+        before = " ".join(notes) + " " if notes else ""
         after = " " + CLARIFYING_QUESTION if picks and not state.liked else ""
 
         def framed() -> Iterator[str]:
@@ -343,6 +353,14 @@ class ChatService:
                 yield after
 
         return framed
+
+    def _rivals(self, mention: Mention) -> list[int]:
+        """Same-name movies popular enough (`AMBIGUITY_RATIO`) that the choice of `mention` is worth a question."""
+        if self.popularity is None:
+            return list(mention.alternatives[:2])
+        chosen = self.popularity[self.catalogue.row(mention.item_id)]
+        return [i for i in mention.alternatives[:2]
+                if self.popularity[self.catalogue.row(i)] >= AMBIGUITY_RATIO * chosen]
 
     def _finish(
         self,
@@ -477,6 +495,6 @@ def _unknown_session(session_id: str) -> UnknownSessionError:
         param="session_id",
     )
 
-def _join(items: Sequence[str]) -> str:
+def _join(items: Sequence[str], last: str = "and") -> str:
     items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]

@@ -139,3 +139,16 @@ def test_a_year_before_the_title_is_its_year():
 )
 def test_unrecognised_titles(linker, text, expected):
     assert linker.unrecognised(text) == expected
+
+
+def test_alternatives_are_kept_when_no_year_decides():
+    remakes = Catalogue([
+        Movie(item_id=10, title="Heat", year=1986, genres=("Action",)),
+        Movie(item_id=20, title="Heat", year=1995, genres=("Crime",)),
+        Movie(item_id=30, title="Heat", year=1972, genres=("Drama",)),
+    ])
+    linker = TitleLinker(remakes, popularity=np.array([5.0, 50.0, 1.0]))
+    (chosen,) = linker.find("I loved Heat")
+    assert chosen.item_id == 20 and chosen.alternatives == (10, 30)
+    (dated,) = linker.find("I loved Heat (1986)")
+    assert dated.item_id == 10 and dated.alternatives == ()
