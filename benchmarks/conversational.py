@@ -32,7 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="an ilmrec settings YAML (as for `ilmrec train`)")
     parser.add_argument("--artefacts", type=Path, help="a finished artefact folder to evaluate instead of prepare()")
     parser.add_argument("--system-config", type=Path, help="YAML/JSON of per-system settings (as for `ilmrec eval`)")
+    parser.add_argument("--torch-threads", type=int,
+                        help="torch intra-op threads; 1 is several times faster on a machine shared with other jobs")
     args = parser.parse_args(argv)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
 
     from app.commands import build_service
     from app.evaluation.command import evaluate_command

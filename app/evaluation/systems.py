@@ -491,8 +491,12 @@ def _covering(name: str, linker: TitleLinker) -> list[int]:
 
 
 def _clean_name(reply: str) -> str:
-    """The first line of an answer without list markers, quotes and trailing punctuation."""
+    """The first quoted or bold span of the answer's first line ('You should watch "Heat"' -> "Heat"), else
+    that line without list markers, quotes and trailing punctuation."""
     line = next((line for line in reply.splitlines() if line.strip()), "")
+    quoted = _QUOTED.search(line)
+    if quoted is not None:
+        return next(g for g in quoted.groups() if g is not None).strip()
     line = re.sub(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s*", "", line)
     return line.strip().strip("\"'*\u201c\u201d").rstrip(".!").strip()
 

@@ -28,6 +28,7 @@ from app.evaluation.systems import (
     SystemContext,
     SystemFailure,
     TextLLMSystem,
+    _clean_name,
     read_titles,
 )
 from retrieval.recommender import PopularityRecommender
@@ -148,6 +149,8 @@ def test_text_llm_prompt_and_parsing(engine, recommender, catalogue, linker):  #
     assert system._resolve("The Usual Suspects", [17, 16]) == 16
     assert system._resolve("Memento", [17, 16]) == 14  # not a candidate, but a catalogue movie
     assert system._resolve("Some Unknown Film", [17, 16]) is None
+    assert _clean_name('The user should watch the movie "Heat" (1995).\nMore') == "Heat"
+    assert _clean_name("1. **Memento**") == "Memento" and _clean_name("1. Heat (1995).") == "Heat (1995)"
 
     out = system.recommend(LIKES_TOY_STORY, 12)
     candidates = RetrievalSystem(recommender).recommend(LIKES_TOY_STORY, 12).item_ids
