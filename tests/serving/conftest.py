@@ -16,9 +16,6 @@ import torch
 
 from retrieval.catalogue import Catalogue
 
-SOFT_TOKENS_PER_ITEM = 4
-
-
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_llm_dir: Path):
     """(model, tokenizer) of the tiny random Llama, float32, eval mode, no gradients."""
@@ -57,21 +54,17 @@ def ids_by_title(catalogue: Catalogue) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def recommender(movielens):
     """A two-tower recommender trained for a few seconds on the synthetic ratings."""
-    from retrieval.config import RetrievalConfig
-    from retrieval.train import train_retrieval
+    from tests.tiny_system import train_tiny_recommender
 
-    config = RetrievalConfig(epochs=15, embedding_dim=16, num_negatives=16)
-    return train_retrieval(movielens, config, progress=False).recommender
+    return train_tiny_recommender(movielens)
 
 
 @pytest.fixture(scope="session")
 def soft_table(catalogue: Catalogue, engine):
     """Random soft tokens `[n_items, K, 256]` at the scale of the tiny LLM's input embeddings."""
-    from ilm_model.soft_tokens import SoftTokenTable
+    from tests.tiny_system import random_soft_tokens
 
-    generator = torch.Generator().manual_seed(0)
-    tokens = 0.5 * torch.randn(len(catalogue), SOFT_TOKENS_PER_ITEM, engine.hidden_size, generator=generator)
-    return SoftTokenTable(catalogue.ids, tokens)
+    return random_soft_tokens(catalogue, engine.hidden_size)
 
 
 @pytest.fixture()
@@ -82,6 +75,16 @@ def service(catalogue, recommender, soft_table, engine):
 
     return ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
                        ServingConfig(reply_max_tokens=8))
+
+
+@pytest.fixture()
+def saved_system(tmp_path: Path, movielens_dir: Path, tiny_llm_dir: Path, recommender, soft_table) -> Path:
+    """The tiny test system on disk, as `tests.serving.api_process` serves it."""
+    shutil.copytree(movielens_dir, tmp_path / "system" / "movielens")
+    shutil.copytree(tiny_llm_dir, tmp_path / "system" / "llm")
+    recommender.save(tmp_path / "system" / "recommender")
+    soft_table.save(tmp_path / "system" / "soft_tokens.safetensors")
+    return tmp_path / "system"
 
 
 def free_port() -> int:

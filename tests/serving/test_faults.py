@@ -194,16 +194,6 @@ def test_a_stuck_engine_gets_504_with_retry_after_and_recovers(catalogue, recomm
         assert recovered.status_code == 200 and len(recovered.json()["recommendations"]) == 5
 
 
-@pytest.fixture()
-def saved_system(tmp_path: Path, movielens_dir: Path, tiny_llm_dir: Path, recommender, soft_table) -> Path:
-    """The tiny test system on disk, as `tests.serving.api_process` reads it."""
-    shutil.copytree(movielens_dir, tmp_path / "movielens")
-    shutil.copytree(tiny_llm_dir, tmp_path / "llm")
-    recommender.save(tmp_path / "recommender")
-    soft_table.save(tmp_path / "soft_tokens.safetensors")
-    return tmp_path
-
-
 def test_sigterm_finishes_the_in_flight_streamed_turn(saved_system):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
