@@ -127,6 +127,12 @@ class Phase1Config(BaseModel):
         "switches it off. Needs interactions with user_embeddings.",
     )
     pair_batch_size: int = Field(32, ge=2, description="Pairs per step for IIC and for UIC (in-batch negatives).")
+    item_metadata: bool = Field(
+        False,
+        description="Append director and cast (CC0 OMDb table of `pip install bokeh-sampledata`, joined by title "
+        "and year; about 73% of ML-latest-small, 90% of its positives) to the phase-1 item texts. Off by "
+        "default: not yet measured.",
+    )
 
     @model_validator(mode="after")
     def _some_loss(self) -> Phase1Config:

@@ -16,6 +16,7 @@ from ilm_model.configuration import ILMConfig
 from ilm_model.evaluation import itc_recall_at_k, score_descriptions
 from ilm_model.interactions import Interactions, co_interacted_pairs, user_item_pairs
 from ilm_model.item_text import describe
+from ilm_model.metadata import enriched_text, join_facts, movies_db, read_facts
 from ilm_model.modeling import ItemLanguageModel
 from ilm_model.prompting import ItemPrompt, generate_from_soft_tokens
 from ilm_model.soft_tokens import SoftTokenTable
@@ -122,9 +123,14 @@ def train_ilm(
     model = ItemLanguageModel.from_config(config)
     history = TrainingHistory()
     tick = time.perf_counter()
+    phase1_texts = texts
+    if config.phase1.item_metadata:
+        facts = join_facts(catalogue, read_facts(movies_db()))
+        metrics["item_metadata_match_rate"] = len(facts) / len(catalogue)
+        phase1_texts = [enriched_text(text, facts.get(row)) for row, text in enumerate(texts)]
     pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
     train_phase1(
-        model, [texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed, progress,
+        model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed, progress,
         **pair_inputs,
     )
     metrics["phase1_seconds"] = time.perf_counter() - tick

@@ -87,3 +87,27 @@ def test_train_ilm_with_iic_and_uic_uses_training_items_only(tiny_config, tiny_l
     assert {"loss_iic", "loss_uic"} <= result.history.phase("phase1")[0].keys()
     with pytest.raises(ValueError, match="need interactions"):
         train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False)
+
+
+def test_train_ilm_with_item_metadata_logs_the_match_rate(tiny_config, tiny_llm, catalogue, cf_embeddings, tmp_path,
+                                                          monkeypatch):
+    import sqlite3
+
+    from ilm_model import train as train_module
+
+    from ilm_model.item_text import describe
+
+    movie = catalogue.movies[heldout_split(40, 8, 0)[0][0]]  # a phase-1 training item
+    db = tmp_path / "movies.db"
+    with sqlite3.connect(db) as c:
+        c.execute('CREATE TABLE omdb ("Title" TEXT, "Year" INTEGER, "Director" TEXT, "Cast" TEXT)')
+        c.execute("INSERT INTO omdb VALUES (?, ?, 'Jane Doe', 'Tom Hanks, Tim Allen')", (movie.title, movie.year))
+    monkeypatch.setattr(train_module, "movies_db", lambda: db)
+    seen = []
+    real = train_module.train_phase1
+    monkeypatch.setattr(train_module, "train_phase1", lambda model, texts, *a, **k: seen.extend(texts) or real(model, texts, *a, **k))
+    config = tiny_config.model_copy(update={"phase1": tiny_config.phase1.model_copy(update={"item_metadata": True})})
+    llm, tok = tiny_llm
+    result = train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False)
+    assert result.metrics["item_metadata_match_rate"] == pytest.approx(1 / 40)
+    assert f"{describe(movie)}. Director: Jane Doe. Cast: Tom Hanks, Tim Allen" in seen
