@@ -427,6 +427,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="time-to-first-token repeats (median)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variant names (smoke tests)")
     parser.add_argument("--ablation-phase2", action="store_true", help="also run phase 2 + LLM metrics for ablations")
+    parser.add_argument(
+        "--report-from", type=Path, default=None,
+        help="skip training: write the report from the per-variant results of an interrupted run (ilm.partial.json)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -443,8 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"catalogue {len(prep.catalogue)} items, {len(prep.interactions.histories)} training users, "
           f"{len(prep.cases)} next-item test users", flush=True)
     cost = prompt_cost(prep, llm, tokenizer, args.repeats)
-    results: dict[str, dict] = {}
-    for variant in variants(args.ablation_phase2):
+    results: dict[str, dict] = json.loads(args.report_from.read_text()) if args.report_from else {}
+    for variant in variants(args.ablation_phase2) if not args.report_from else ():
         if args.only and variant.name not in args.only:
             continue
         tick = time.perf_counter()
@@ -460,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         ["| prompt (20 candidates) | tokens | time to first token (ms) |", "|---|---|---|"]
         + [f"| {c['prompt']} | {c['tokens']} | {c['ttft_seconds'] * 1000:.1f} |" for c in cost]
     )
-    verdicts = targets(results, cost) if not args.only else []
+    verdicts = targets(results, cost) if not args.only and {FULL, BASE, WITH_IIC} <= results.keys() else []
     print(report_table, cost_table, *verdicts, sep="\n\n")
     payload = {
         "command": command, "scale": scale.__dict__, "results": results, "prompt_cost": cost, "targets": verdicts,
@@ -470,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     write_atomic(RESULTS / "ilm.json", json.dumps(payload, indent=2).encode())
     for name, png in plots(results, cost).items() if not args.only else ():
         write_atomic(RESULTS / name, png)
+    missing = [v.name for v in variants(args.ablation_phase2) if v.name not in results and not args.only]
     md = [
         "# ILM benchmark", "", f"`{command}`", "",
         f"Reduced scale (2 shared CPU cores, {payload['wall_seconds'] / 60:.0f} min wall in all): "
@@ -486,14 +491,18 @@ def main(argv: list[str] | None = None) -> None:
            "metrics: rerun with --ablation-phase2 where time allows.")
         + f" Torch threads: {args.threads}.",
         "The text-only baseline is not trained (the LLM is frozen and there is nothing else); its describe "
-        f"instruction names the expected format ({TEXT_ONLY_DESCRIBE!r}), the trained systems learnt it in phase 2.",
+        f"instruction names the expected format ({TEXT_ONLY_DESCRIBE!r}), the trained systems were trained on it in phase 2.",
+        *([f"Per-variant results read from `{args.report_from}`, written by an interrupted run of the same command "
+           "without --report-from; prompt costs re-measured."] if args.report_from else []),
+        *([f"Not run (time): {', '.join(missing)}."] if missing else []),
         "", report_table, "", cost_table, "", "## Targets", "", *[f"- {line}" for line in verdicts], "",
         "Examples (item -> generated description):", "",
         *[f"- {name}: {r['example']}" for name, r in results.items() if "example" in r],
         "", "![variants](ilm_variants.png)", "", "![ablations and cost](ilm_ablations_and_cost.png)", "",
     ]
     write_atomic(RESULTS / "ilm.md", "\n".join(md).encode())
-    (RESULTS / "ilm.partial.json").unlink(missing_ok=True)
+    if not args.report_from:
+        (RESULTS / "ilm.partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
