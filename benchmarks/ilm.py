@@ -137,7 +137,8 @@ def k_row(results: dict[str, dict], k: int) -> dict | None:
 
 
 def default_retrieval_dir() -> Path | None:
-    found = sorted(Path("~/.cache/ilmrec/artifacts").expanduser().glob("*/retrieval/DONE"), key=lambda p: p.stat().st_mtime)
+    found = Path("~/.cache/ilmrec/artifacts").expanduser().glob("*/retrieval/DONE")
+    found = sorted(found, key=lambda p: p.stat().st_mtime)
     return found[-1].parent if found else None
 
 
@@ -428,9 +429,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", default=None, help="run only these variant names (smoke tests)")
     parser.add_argument("--ablation-phase2", action="store_true", help="also run phase 2 + LLM metrics for ablations")
     parser.add_argument(
-        "--report-from", type=Path, default=None,
-        help="skip training: write the report from the per-variant results of an interrupted run (ilm.partial.json)",
+        "--report-from", type=Path, nargs="+", default=None,
+        help="skip training: write the report from the per-variant results of interrupted runs (ilm.partial.json)",
     )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the json, md and plots go")
+    parser.add_argument("--no-cost", action="store_true", help="skip the prompt-cost timing (for --only runs)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -439,15 +442,20 @@ def main(argv: list[str] | None = None) -> None:
         args.eval_users, args.candidates, args.describe_items, args.heldout_items, args.max_new_tokens,
         args.history_length,
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     command = "nice -n 15 .venv/bin/python -m benchmarks.ilm " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     llm, tokenizer = load_frozen_llm(args.llm, args.cache_dir)
     prep = prepare(args, scale)
     print(f"catalogue {len(prep.catalogue)} items, {len(prep.interactions.histories)} training users, "
           f"{len(prep.cases)} next-item test users", flush=True)
-    cost = prompt_cost(prep, llm, tokenizer, args.repeats)
-    results: dict[str, dict] = json.loads(args.report_from.read_text()) if args.report_from else {}
+    cost = [] if args.no_cost else prompt_cost(prep, llm, tokenizer, args.repeats)
+    results: dict[str, dict] = {}
+    for path in args.report_from or ():
+        results |= json.loads(path.read_text())
+    if args.report_from:  # keep the run order of `variants`
+        order = [v.name for v in variants(args.ablation_phase2)]
+        results = {n: results[n] for n in sorted(results, key=lambda n: order.index(n) if n in order else len(order))}
     for variant in variants(args.ablation_phase2) if not args.report_from else ():
         if args.only and variant.name not in args.only:
             continue
@@ -456,32 +464,36 @@ def main(argv: list[str] | None = None) -> None:
         if variant.phase2:
             times |= evaluate(variant, model, prep, scale, llm, tokenizer)
         results[variant.name] = times
-        write_atomic(RESULTS / "ilm.partial.json", json.dumps(results, indent=2).encode())
-        print(f"{variant.name}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results[variant.name].items()})} "
-              f"({time.perf_counter() - tick:.0f} s)", flush=True)
+        write_atomic(args.results_dir / "ilm.partial.json", json.dumps(results, indent=2).encode())
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()}
+        print(f"{variant.name}: {json.dumps(shown)} ({time.perf_counter() - tick:.0f} s)", flush=True)
     report_table = table(results)
     cost_table = "\n".join(
         ["| prompt (20 candidates) | tokens | time to first token (ms) |", "|---|---|---|"]
         + [f"| {c['prompt']} | {c['tokens']} | {c['ttft_seconds'] * 1000:.1f} |" for c in cost]
     )
-    verdicts = targets(results, cost) if not args.only and {FULL, BASE, WITH_IIC} <= results.keys() else []
+    verdicts = targets(results, cost) if cost and {FULL, BASE, WITH_IIC} <= results.keys() else []
     print(report_table, cost_table, *verdicts, sep="\n\n")
     payload = {
         "command": command, "scale": scale.__dict__, "results": results, "prompt_cost": cost, "targets": verdicts,
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
         "wall_seconds": time.perf_counter() - started,
     }
-    write_atomic(RESULTS / "ilm.json", json.dumps(payload, indent=2).encode())
+    write_atomic(args.results_dir / "ilm.json", json.dumps(payload, indent=2).encode())
     for name, png in plots(results, cost).items() if not args.only else ():
-        write_atomic(RESULTS / name, png)
+        write_atomic(args.results_dir / name, png)
+    wall = (
+        "per-variant wall times in the table" if args.report_from else f"{payload['wall_seconds'] / 60:.0f} min wall"
+    )
     missing = [v.name for v in variants(args.ablation_phase2) if v.name not in results and not args.only]
     md = [
         "# ILM benchmark", "", f"`{command}`", "",
-        f"Reduced scale (2 shared CPU cores, {payload['wall_seconds'] / 60:.0f} min wall in all): "
+        f"Reduced scale (2 shared CPU cores; {wall}): "
         f"the {scale.items} most popular ML-latest-small items; Q-Former with {scale.qformer_layers} MiniLM layers; "
-        f"phase 1 {scale.phase1_steps} steps x {scale.batch_size} items (+ {scale.batch_size} IIC / UIC pairs); phase 2 "
-        f"{scale.phase2_steps} steps x {scale.phase2_batch} examples of the mix describe : next item : conversation = "
-        f"1 : 1 : 0.5; item -> text on {scale.describe_items} phase-2 items, greedy, {scale.max_new_tokens} new tokens; "
+        f"phase 1 {scale.phase1_steps} steps x {scale.batch_size} items (+ {scale.batch_size} IIC / UIC pairs); "
+        f"phase 2 {scale.phase2_steps} steps x {scale.phase2_batch} examples of the mix describe : next item : "
+        f"conversation = 1 : 1 : 0.5; item -> text on {scale.describe_items} phase-2 items, greedy, "
+        f"{scale.max_new_tokens} new tokens; "
         f"text -> item over {scale.heldout_items} held-out items (ranked among all {scale.items}); next item for "
         f"{len(prep.cases)} held-out users, history of {scale.history_length}, true item among {scale.candidates} "
         f"candidates (chance Recall@10 = {min(1.0, 10 / scale.candidates):.2f}). Production defaults (6 layers, "
@@ -491,18 +503,20 @@ def main(argv: list[str] | None = None) -> None:
            "metrics: rerun with --ablation-phase2 where time allows.")
         + f" Torch threads: {args.threads}.",
         "The text-only baseline is not trained (the LLM is frozen and there is nothing else); its describe "
-        f"instruction names the expected format ({TEXT_ONLY_DESCRIBE!r}), the trained systems were trained on it in phase 2.",
-        *([f"Per-variant results read from `{args.report_from}`, written by an interrupted run of the same command "
-           "without --report-from; prompt costs re-measured."] if args.report_from else []),
+        f"instruction names the expected format ({TEXT_ONLY_DESCRIBE!r}); the trained systems were trained on it "
+        "in phase 2.",
+        *([f"Per-variant results read from {', '.join(f'`{p}`' for p in args.report_from)}, written by runs of "
+           "this command without --report-from (split with --only, or interrupted); prompt costs re-measured."]
+          if args.report_from else []),
         *([f"Not run (time): {', '.join(missing)}."] if missing else []),
         "", report_table, "", cost_table, "", "## Targets", "", *[f"- {line}" for line in verdicts], "",
         "Examples (item -> generated description):", "",
         *[f"- {name}: {r['example']}" for name, r in results.items() if "example" in r],
         "", "![variants](ilm_variants.png)", "", "![ablations and cost](ilm_ablations_and_cost.png)", "",
     ]
-    write_atomic(RESULTS / "ilm.md", "\n".join(md).encode())
+    write_atomic(args.results_dir / "ilm.md", "\n".join(md).encode())
     if not args.report_from:
-        (RESULTS / "ilm.partial.json").unlink(missing_ok=True)
+        (args.results_dir / "ilm.partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

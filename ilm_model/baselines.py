@@ -36,13 +36,16 @@ class CFAdaptorBaseline(nn.Module):
         """Soft tokens of many items `[n, K, d_llm]` in eval mode."""
         was_training = self.training
         self.eval()
-        out = torch.cat([self.soft_tokens(cf_embeddings[i : i + batch_size]) for i in range(0, len(cf_embeddings), batch_size)])
+        starts = range(0, len(cf_embeddings), batch_size)
+        out = torch.cat([self.soft_tokens(cf_embeddings[i : i + batch_size]) for i in starts])
         self.train(was_training)
         return out
 
 
 @torch.inference_mode()
-def title_blocks(llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, movies: Sequence[Movie]) -> list[torch.Tensor]:
+def title_blocks(
+    llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, movies: Sequence[Movie]
+) -> list[torch.Tensor]:
     """The text-only baseline's item blocks: the LLM's input embeddings of each `Title (Year)`, `[T_i, d_llm]`."""
     embed = llm.get_input_embeddings()
     ids = tokenizer([m.display_title for m in movies], add_special_tokens=False)["input_ids"]

@@ -136,8 +136,11 @@ class Phase1Config(BaseModel):
 
     @model_validator(mode="after")
     def _some_loss(self) -> Phase1Config:
-        if not any(w > 0 for w in (self.itc_weight, self.itg_weight, self.itm_weight, self.iic_weight, self.uic_weight)):
-            raise ValueError("phase 1 needs at least one of itc_weight, itg_weight, itm_weight, iic_weight, uic_weight > 0")
+        weights = (self.itc_weight, self.itg_weight, self.itm_weight, self.iic_weight, self.uic_weight)
+        if not any(w > 0 for w in weights):
+            raise ValueError(
+                "phase 1 needs at least one of itc_weight, itg_weight, itm_weight, iic_weight, uic_weight > 0"
+            )
         return self
 
 
@@ -173,7 +176,9 @@ class Phase2Config(BaseModel):
         0.0, ge=0, description="Share of next-item examples (answer: the next title of a user); needs interactions."
     )
     conversation_weight: float = Field(
-        0.0, ge=0, description="Share of conversational examples (answer: a later title of that genre); needs interactions."
+        0.0,
+        ge=0,
+        description="Share of conversational examples (answer: a later title of that genre); needs interactions.",
     )
     history_length: int = Field(3, gt=0, description="Items in a {history}: the ones right before the target.")
     examples_per_user: int = Field(4, gt=0, description="Next-item / conversation examples drawn per user history.")

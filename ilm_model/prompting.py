@@ -84,7 +84,9 @@ class ItemPrompt:
         """Token ids of `answer` followed by the template's end of turn, cut to `max_tokens`."""
         return tokenizer(answer + self.answer_end, add_special_tokens=False)["input_ids"][:max_tokens]
 
-    def embed_blocks(self, llm: PreTrainedModel, blocks: Sequence[torch.Tensor], with_head: bool = True) -> torch.Tensor:
+    def embed_blocks(
+        self, llm: PreTrainedModel, blocks: Sequence[torch.Tensor], with_head: bool = True
+    ) -> torch.Tensor:
         """One prompt's embeddings `[L, d_llm]` with `blocks[i] [T_i, d_llm]` in slot i (soft tokens, or the
         embedded text of the text-only baseline); without the head when `with_head` is False (read from a cache)."""
         if len(blocks) != self.num_slots:

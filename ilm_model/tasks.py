@@ -79,8 +79,8 @@ def next_item_examples(
             before, target = h[t - history_length : t], int(h[t])
             if target in before:
                 continue
-            out.append(TaskExample("next_item", text, tuple(int(r) for r in before), catalogue.movies[target].display_title,
-                                   target))
+            title = catalogue.movies[target].display_title
+            out.append(TaskExample("next_item", text, tuple(int(r) for r in before), title, target))
     return out
 
 

@@ -130,8 +130,8 @@ def train_ilm(
         phase1_texts = [enriched_text(text, facts.get(row)) for row, text in enumerate(texts)]
     pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
     train_phase1(
-        model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed, progress,
-        **pair_inputs,
+        model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed,
+        progress, **pair_inputs,
     )
     metrics["phase1_seconds"] = time.perf_counter() - tick
     if len(heldout_rows) and evaluation.recall_after_phase1:

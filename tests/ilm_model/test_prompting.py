@@ -22,7 +22,8 @@ def test_prompt_is_split_around_the_placeholder(tiny_llm):
 def test_several_slots_are_embedded_in_order(tiny_llm):
     llm, tok = tiny_llm
     prompt = ItemPrompt.build(tok, "I liked {item} and {item}.", system_prompt="Be brief.")
-    assert prompt.num_slots == 2 and tok.decode(prompt.head_ids) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
+    assert prompt.num_slots == 2
+    assert tok.decode(prompt.head_ids) == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n"
     assert [tok.decode(p) for p in prompt.pieces] == ["I liked ", " and ", ".<|im_end|>\n<|im_start|>assistant\n"]
     soft = torch.randn(1, 6, 256)
     table = llm.get_input_embeddings().weight

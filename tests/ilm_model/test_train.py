@@ -105,7 +105,11 @@ def test_train_ilm_with_item_metadata_logs_the_match_rate(tiny_config, tiny_llm,
     monkeypatch.setattr(train_module, "movies_db", lambda: db)
     seen = []
     real = train_module.train_phase1
-    monkeypatch.setattr(train_module, "train_phase1", lambda model, texts, *a, **k: seen.extend(texts) or real(model, texts, *a, **k))
+    def spy(model, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(model, texts, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_phase1", spy)
     config = tiny_config.model_copy(update={"phase1": tiny_config.phase1.model_copy(update={"item_metadata": True})})
     llm, tok = tiny_llm
     result = train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False)

@@ -11,7 +11,9 @@ from ilm_model.tasks import build_task_mix
 from ilm_model.train_phase2 import answer_log_probs, answer_loss, train_phase2
 from ilm_model.training_history import TrainingHistory
 
-INSTRUCTIONS = ("Describe this movie: {item}", "I liked {item} and {item}. Next?", "{item}, {item}, {item}: one like these")
+INSTRUCTIONS = (
+    "Describe this movie: {item}", "I liked {item} and {item}. Next?", "{item}, {item}, {item}: one like these"
+)
 
 
 def _bodies(llm, tok, soft_per_prompt, with_head):
