@@ -1,6 +1,6 @@
 """Isolation between sessions and keys: 32 concurrent conversations with distinct API keys through a live
-server over Redis, with an LLM that repeats its whole prompt, so anything of another session that reached
-a prompt would show in a reply."""
+server over Redis, with an LLM that repeats its whole prompt and keeps every prompt it saw, so anything of
+another session that reached a prompt, a reply or a stored record would show."""
 
 from __future__ import annotations
 
@@ -26,22 +26,22 @@ def codeword(i: int) -> str:
 
 
 @pytest.fixture()
-def echo_api(catalogue, recommender, soft_table, engine, redis_url) -> Iterator[tuple[str, object]]:
+def echo_api(catalogue, recommender, soft_table, engine, redis_url) -> Iterator[tuple[str, object, EchoEngine]]:
     from serving.config import ServingConfig
     from serving.redis_store import RedisSessionStore
     from serving.service import ChatService
 
     store = RedisSessionStore(redis_url)
-    service = ChatService(catalogue, recommender, soft_table, EchoEngine(engine), store,
-                          ServingConfig(reply_max_tokens=8))
+    echo = EchoEngine(engine)
+    service = ChatService(catalogue, recommender, soft_table, echo, store, ServingConfig(reply_max_tokens=8))
     keys = [f"sk-user-{i:02d}" for i in range(SESSIONS)]
     with serve(build_app(service, MODEL, api_keys=keys)) as url:
-        yield url, store
+        yield url, store, echo
     store.close()
 
 
 def test_concurrent_sessions_with_distinct_keys_never_see_each_other(echo_api, catalogue):
-    url, store = echo_api
+    url, store, echo = echo_api
     titles = [m.title for m in catalogue][:SESSIONS]
     assert len(set(titles)) == SESSIONS
 
@@ -72,11 +72,14 @@ def test_concurrent_sessions_with_distinct_keys_never_see_each_other(echo_api, c
 
     session_ids = [r[0] for r in results]
     assert len(set(session_ids)) == SESSIONS
+    # every prompt the LLM saw holds the words of exactly one session (turns where nothing fits anymore
+    # have no LLM call)
+    assert len(echo.prompts) == sum(bool(p) for _, _, picks in results for p in picks) > SESSIONS
+    for prompt in echo.prompts:
+        assert len([i for i in range(SESSIONS) if codeword(i) in prompt]) == 1, prompt
     ids_by_title = {m.title: m.item_id for m in catalogue}
     for i, (session_id, replies, picks) in enumerate(results):
         assert picks[0], "the first turn always recommends"
-        # the echo shows this session's own prompt (turns where nothing fits anymore have no LLM call)
-        assert all(codeword(i) in reply for reply, p in zip(replies, picks) if p)
         others = [codeword(j) for j in range(SESSIONS) if j != i]
         for reply, turn_picks in zip(replies, picks):
             assert not [w for w in others if w in reply], f"session {i} saw another session's words"

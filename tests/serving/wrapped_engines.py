@@ -58,11 +58,13 @@ class DelegatingEngine(LLMEngine):
 
 class EchoEngine(DelegatingEngine):
     """Replies with the text of its prompt (every row that is a token embedding, decoded): the worst case of
-    a model that obeys "repeat everything you were told"."""
+    a model that obeys "repeat everything you were told". `prompts` keeps every prompt text it was given."""
 
     def __init__(self, inner: LLMEngine):
         super().__init__(inner)
         self._table = inner.embed_tokens(range(len(inner.tokenizer)))  # [V, H]
+        self.prompts: list[str] = []
+        self._lock = threading.Lock()
 
     def generate(self, prompt_embeds: torch.Tensor, params: SamplingParams) -> GenerationStream:
         matches = (prompt_embeds[:, None, :] == self._table[None]).all(-1)  # [T, V]
@@ -76,6 +78,8 @@ class EchoEngine(DelegatingEngine):
             else:
                 current.append(token)
         text = " ".join(" ".join(segments).split())  # one line: the reply sentence ends at a newline
+        with self._lock:
+            self.prompts.append(text)
 
         def produce(stream: GenerationStream) -> Iterator[str]:
             stream.usage.completion_tokens = 1
