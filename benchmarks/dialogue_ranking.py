@@ -3,9 +3,9 @@
     nice -n 10 .venv/bin/python -m benchmarks.dialogue_ranking --artefacts DIR [--split tune|report]
         [--limit N] [--variants NAME,...]
 
-Each variant is the real `ChatService` state tracking (`read_history`: linking, sentiment, constraints) and
-ranking (`rank`: fused CF + ITC text scores, filters, boosts) with some `RankingConfig` fields changed; the
-harness (`app.evaluation.replay.run_evaluation`) scores it like any system (condition rec, seen excluded).
+Each variant is the dialogue manager's state tracking (`serving.dialogue.read_history`: linking, sentiment,
+constraints) and ranking (`candidates`: fused CF + ITC text scores, filters, boosts), as `ChatService.rank`
+does it, with some `RankingConfig` fields changed (the LLM reply is not generated); the harness (`app.evaluation.replay.run_evaluation`) scores it like any system (condition rec, seen excluded).
 
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
 form the *tune* split, on which fusion weights may be chosen; the rest is the *report* split, the only one
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -33,8 +34,11 @@ TUNE_SHARE = 0.3
 KS = (1, 5, 10, 20, 50)
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # name: (RankingConfig overrides, with the ITC text scorer?)
+    # name: RankingConfig overrides; "text": False leaves the ITC text scores out
     "cf-only": {"text": False},
+    "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5},
+    "cf-only+pop0.25": {"text": False, "popularity_weight": 0.25},
+    "cf-only+asst1": {"text": False, "recommended_weight": 1.0},
     "text-only": {"cf_weight": 0.0},
     "fused-1:1": {},
     "fused-1:0.5": {"text_weight": 0.5},
@@ -58,27 +62,43 @@ def split_dialogues(dialogue_ids: Sequence[str]) -> tuple[set[str], set[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--artefacts", type=Path, required=True, help="a finished artefact folder")
+    parser.add_argument("--artefacts", type=Path, required=True, help="an artefact folder (retrieval finished; "
+                        "variants using text need the ILM stage too)")
     parser.add_argument("--split", choices=("tune", "report"), default="tune")
     parser.add_argument("--limit", type=int, help="a seeded random sample of N turns of the split")
     parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads (1 is fastest when shared)")
+    parser.add_argument("--baselines", action="store_true", help="also the harness's popularity and retrieval")
     parser.add_argument("--shared", type=Path, default=SHARED)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.torch_threads)
 
-    from app.commands import build_service
     from app.evaluation.importers import import_crs, popularity_counts
     from app.evaluation.replay import run_evaluation
     from app.evaluation.systems import System, SystemContext, SystemOutput
-    from app.pipeline import load_trained
-    from app.settings import load_settings
-    from serving.api.protocol import MAX_CONTENT_CHARS, MAX_MESSAGES, ChatMessage
+    from retrieval.catalogue import Catalogue
+    from retrieval.data import load_movielens
+    from retrieval.recommender import TwoTowerRecommender
+    from serving.config import RankingConfig
+    from serving.dialogue import candidates, read_history
+    from serving.linking import TitleLinker
 
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
     movielens = args.shared / "ml-latest-small"
     redial = args.shared / "conversations" / "redial" / "test-dev.jsonl"
-    settings = load_settings(None, data={"dataset": "ml-latest-small", "path": movielens, "download": False})
-    artefacts = load_trained(args.artefacts, settings)
-    catalogue = artefacts.catalogue
-    from retrieval.data import load_movielens
+    catalogue = Catalogue.load(args.artefacts / "catalogue.json")
+    recommender = TwoTowerRecommender.load(args.artefacts / "retrieval", catalogue)
+    popularity = recommender.popularity.counts.astype(np.float64)
+    scorer = None
+    if any(VARIANTS[n].get("text", True) for n in names):
+        from ilm_model.modeling import ItemLanguageModel
+        from serving.text_scores import ITCTextScorer
+
+        scorer = ITCTextScorer(ItemLanguageModel.from_pretrained(args.artefacts / "ilm").eval(), recommender)
+    linker = TitleLinker(catalogue, popularity)
+    memo: dict[str, list] = {}
+    find = linker.find
+    linker.find = lambda text: memo.setdefault(text, find(text))  # contexts repeat across turns
 
     data = load_movielens("ml-latest-small", path=movielens, download=False)
     counts = popularity_counts(catalogue, data.ratings["item_id"].to_numpy())
@@ -90,42 +110,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = np.sort(np.random.default_rng(0).choice(len(turns), args.limit, replace=False))
         turns = [turns[i] for i in chosen]
 
-    service = build_service(settings.model_copy(update={"session_log": Path("/dev/null")}), artefacts)
-    service.session_log = None
-    base_ranking = service.config.ranking
-    scorer = service.text_scorer
-    memo: dict[str, list] = {}
-    find = service.linker.find
-    service.linker.find = lambda text: memo.setdefault(text, find(text))  # contexts repeat across turns
-
     class RankingSystem(System):
+        """`ChatService.rank` over `ChatService.read_history`, without the service's LLM and store."""
+
         def __init__(self, name: str, overrides: dict[str, Any]):
             self.name = name
             self.text = overrides.get("text", True)
-            self.ranking = base_ranking.model_copy(update={k: v for k, v in overrides.items() if k != "text"})
+            self.ranking = RankingConfig(**{k: v for k, v in overrides.items() if k != "text"})
 
         def recommend(self, context: SystemContext, k: int) -> SystemOutput:
-            messages = [ChatMessage(role=m["role"], content=m["content"][:MAX_CONTENT_CHARS])
-                        for m in context.chat_messages()][-MAX_MESSAGES:]
-            service.config = service.config.model_copy(update={"ranking": self.ranking})
-            service.text_scorer = scorer if self.text else None
-            return SystemOutput(item_ids=service.rank(service.read_history(messages))[:k])
+            state = read_history(((m["role"], m["content"]) for m in context.chat_messages()), linker, catalogue)
+            text_scores = None
+            if self.text and state.user_texts:
+                text_scores = scorer.scores(" ".join(state.user_texts[-self.ranking.text_turns :]))
+            ids = candidates(state, recommender, catalogue, k, popularity=popularity, config=self.ranking,
+                             text_scores=text_scores)
+            return SystemOutput(item_ids=ids)
 
-    names = args.variants.split(",") if args.variants else list(VARIANTS)
-    systems = [RankingSystem(n, VARIANTS[n]) for n in names]
+    systems: list[System] = [RankingSystem(n, VARIANTS[n]) for n in names]
+    if args.baselines:
+        from app.evaluation.systems import PopularitySystem, RetrievalSystem
+
+        systems += [PopularitySystem(recommender.popularity), RetrievalSystem(recommender)]
     started = time.perf_counter()
     result = run_evaluation(turns, systems, catalogue, KS, seed=0, progress=False)
     seconds = time.perf_counter() - started
     rows = []
-    for summary in result.systems:
+    for summary in result.summaries:
         values = {f"R@{k}": summary.value(f"recall@{k}").mean for k in KS}
         values["NDCG@10"] = summary.value("ndcg@10").mean
-        rows.append({"variant": summary.system, "rows": summary.metrics["seen_excluded"]["rec"].rows, **values,
-                     "overrides": VARIANTS[summary.system]})
+        rows.append({"variant": summary.system, "rows": summary.metrics["seen_excluded"]["rec"].n, **values,
+                     "overrides": VARIANTS.get(summary.system, "harness baseline")})
     command = "python -m benchmarks.dialogue_ranking " + shlex.join(argv if argv is not None else sys.argv[1:])
     header = (f"Made by `{command}`; ReDial test-dev, {args.split} split ({len(wanted)} dialogues, "
               f"{len(turns)} turns; split seed {TUNE_SEED}, tune share {TUNE_SHARE}), condition rec, seen excluded, "
-              f"artefacts {args.artefacts.name}; {seconds:.0f} s.")
+              f"artefacts {args.artefacts.name}; {seconds:.0f} s. Variants: "
+              + "; ".join(f"{n} = {VARIANTS[n]}" for n in names) + ".")
     lines = [header, "", "| variant | rows | " + " | ".join(f"R@{k}" for k in KS) + " | NDCG@10 |",
              "|---|---:|" + "---:|" * (len(KS) + 1)]
     for row in rows:

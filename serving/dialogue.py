@@ -208,6 +208,22 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
     )
 
 
+def read_history(
+    messages: Iterable[tuple[str, str]], linker: TitleLinker, catalogue: Catalogue
+) -> DialogueState:
+    """The state a whole (role, text) history builds: user messages update it; movies named in an assistant
+    message count as recommended and, from the last one, as shown."""
+    state = DialogueState()
+    for role, text in messages:
+        if role == "user":
+            state = update_state(state, text, linker, catalogue)
+        elif role == "assistant":
+            shown = list(dict.fromkeys(m.item_id for m in linker.find(text)))
+            state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown)),
+                                             "shown": shown})
+    return state
+
+
 def apply_feedback(state: DialogueState, item_id: int, kind: FeedbackKind) -> DialogueState:
     """The state after a verdict on `item_id` (the input state is not modified).
 
@@ -473,23 +489,31 @@ def _boost(movie: Movie, state: DialogueState, config: RankingConfig) -> float:
 
 
 def _diverse(items: list[int], scores: dict[int, float], catalogue: Catalogue, k: int, penalty: float) -> list[int]:
-    """Greedy: the best score minus `penalty` x the largest genre Jaccard overlap with an earlier pick."""
+    """Greedy: the best score minus `penalty` x the largest genre Jaccard overlap with an earlier pick.
+
+    Vectorised over items: a `[n, n_genres]` membership matrix; after each pick every item's largest
+    overlap is updated with that pick, |a & b| / |a | b| (0 when both have no genre).
+    """
+    order = sorted(items, key=lambda i: -scores[i])
+    names = sorted({g for i in order for g in catalogue[i].genres})
+    column = {g: j for j, g in enumerate(names)}
+    member = np.zeros((len(order), len(names)), dtype=bool)
+    for r, item in enumerate(order):
+        member[r, [column[g] for g in catalogue[item].genres]] = True
+    counts = member.sum(axis=1)
+    base = np.array([scores[i] for i in order])
+    overlap = np.zeros(len(order))
+    taken = np.zeros(len(order), dtype=bool)
     chosen: list[int] = []
-    remaining = sorted(items, key=lambda i: -scores[i])
-    while remaining and len(chosen) < k:
-        def adjusted(item: int) -> float:
-            genres = set(catalogue[item].genres)
-            overlap = max((_jaccard(genres, set(catalogue[c].genres)) for c in chosen), default=0.0)
-            return scores[item] - penalty * overlap
-
-        best = max(remaining, key=adjusted)
-        chosen.append(best)
-        remaining.remove(best)
+    for _ in range(min(k, len(order))):
+        adjusted = np.where(taken, -np.inf, base - penalty * overlap)
+        best = int(np.argmax(adjusted))  # first of equals: the better-ranked
+        taken[best] = True
+        chosen.append(order[best])
+        shared = (member & member[best]).sum(axis=1)
+        union = counts + counts[best] - shared
+        overlap = np.maximum(overlap, np.divide(shared, union, out=np.zeros(len(order)), where=union > 0))
     return chosen
-
-
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a | b else 0.0
 
 
 def _move(value: object, *, to: list, away: list) -> None:

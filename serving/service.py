@@ -32,6 +32,7 @@ from serving.dialogue import (
     FeedbackKind,
     apply_feedback,
     candidates,
+    read_history,
     update_state,
     year_range_text,
 )
@@ -256,17 +257,8 @@ class ChatService:
         return update_state(state, user_text, self.linker, self.catalogue)
 
     def read_history(self, messages: Sequence[ChatMessage]) -> DialogueState:
-        """The state a whole message history builds (user messages update it; movies named in assistant
-        messages count as recommended and, from the last one, as shown)."""
-        state = DialogueState()
-        for message in messages:
-            if message.role == "user":
-                state = self._read(state, message.content)
-            elif message.role == "assistant":
-                shown = list(dict.fromkeys(m.item_id for m in self.linker.find(message.content)))
-                state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown)),
-                                                 "shown": shown})
-        return state
+        """The state a whole message history builds (`serving.dialogue.read_history`)."""
+        return read_history(((m.role, m.content) for m in messages), self.linker, self.catalogue)
 
     def _answer(
         self,
