@@ -49,13 +49,16 @@ def run_command(command: str, args: argparse.Namespace, overrides: dict[str, Any
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from app.evaluation.command import evaluate_command
-    from app.evaluation.options import EvalOptions
+    from app.evaluation.options import NEEDS_ILM, EvalOptions
 
     options = EvalOptions.from_args(args)
     evaluate_command(
         options,
         load_data=lambda: load_data(settings),
-        load_artefacts=lambda: load_trained(options.artefacts, settings) if options.artefacts else prepare(settings),
+        load_artefacts=lambda: (
+            load_trained(options.artefacts, settings, need_ilm=bool(NEEDS_ILM & set(options.systems)))
+            if options.artefacts else prepare(settings)
+        ),
         build_service=lambda artefacts: build_service(settings, artefacts),
     )
     return 0

@@ -43,8 +43,8 @@ class Artefacts:
     directory: Path
     catalogue: Catalogue
     recommender: TwoTowerRecommender
-    ilm: ItemLanguageModel
-    soft_tokens: SoftTokenTable
+    ilm: ItemLanguageModel | None  # None only from `load_trained(..., need_ilm=False)`
+    soft_tokens: SoftTokenTable | None
     llm: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     metrics: dict[str, Any]
@@ -131,11 +131,16 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
     return Artefacts(root, data.catalogue, recommender, ilm, soft_tokens, llm, tokenizer, metrics)
 
 
-def load_trained(root: Path, settings: Settings) -> Artefacts:
+def load_trained(root: Path, settings: Settings, need_ilm: bool = True) -> Artefacts:
     """The artefacts of a finished run folder, whatever its fingerprint (e.g. trained by an older version
-    whose settings schema differed); only the LLM comes from `settings`. FileNotFoundError says what is missing."""
+    whose settings schema differed); only the LLM comes from `settings`. FileNotFoundError says what is missing.
+
+    `need_ilm=False` also accepts a folder whose ILM stage is unfinished (`ilm` and `soft_tokens` are then
+    None): enough for what needs only retrieval and the LLM, e.g. the retrieval and text-llm eval systems.
+    """
     root = Path(root).expanduser()
-    unfinished = [stage for stage in ("retrieval", "ilm") if not (root / stage / DONE).is_file()]
+    stages = ("retrieval", "ilm") if need_ilm else ("retrieval",)
+    unfinished = [stage for stage in stages if not (root / stage / DONE).is_file()]
     if not (root / "catalogue.json").is_file() or unfinished:
         raise FileNotFoundError(
             f"{root} is not a finished artefact folder (missing {', '.join(unfinished) or 'catalogue.json'}): "
@@ -143,7 +148,7 @@ def load_trained(root: Path, settings: Settings) -> Artefacts:
         )
     catalogue = Catalogue.load(root / "catalogue.json")
     recommender = _load_retrieval(root / "retrieval", catalogue)
-    ilm, soft_tokens = _load_ilm(root / "ilm")
+    ilm, soft_tokens = _load_ilm(root / "ilm") if (root / "ilm" / DONE).is_file() else (None, None)
     llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
     return Artefacts(root, catalogue, recommender, ilm, soft_tokens, llm, tokenizer, _read_metrics(root))
 

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app.commands import build_service
     from app.evaluation.command import evaluate_command
-    from app.evaluation.options import DEFAULT_SYSTEMS, EvalOptions
+    from app.evaluation.options import DEFAULT_SYSTEMS, NEEDS_ILM, EvalOptions
     from app.pipeline import load_trained, prepare
     from app.settings import load_settings
     from retrieval.data import load_movielens
@@ -71,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate_command(
         options,
         load_data=lambda: load_movielens("ml-latest-small", path=movielens, download=False),
-        load_artefacts=lambda: load_trained(args.artefacts, settings) if args.artefacts else prepare(settings),
+        load_artefacts=lambda: (
+            load_trained(args.artefacts, settings, need_ilm=bool(NEEDS_ILM & set(options.systems)))
+            if args.artefacts else prepare(settings)
+        ),
         build_service=lambda artefacts: build_service(settings, artefacts),
     )
     command = "python -m benchmarks.conversational " + shlex.join(argv if argv is not None else sys.argv[1:])

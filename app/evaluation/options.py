@@ -11,6 +11,8 @@ DEFAULT_K = (1, 5, 10, 20, 50)
 SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue", "endpoint", "logged")
 DEFAULT_SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue")
 NEEDS_ARTEFACTS = frozenset({"retrieval", "fusion", "text-llm", "dialogue"})
+NEEDS_ILM = frozenset({"fusion", "dialogue"})
+"""Systems that need the ILM stage (ITC features, soft tokens); the others need only retrieval and the LLM."""
 LLM_SYSTEMS = frozenset({"text-llm", "dialogue", "endpoint"})
 """Systems that generate text per turn (slow on CPU): `--llm-limit` samples their turns."""
 

@@ -45,6 +45,11 @@ def test_load_trained_reads_a_finished_folder_whatever_its_fingerprint(tiny_sett
     assert (loaded.recommender.recommend(ids, k=5)[0] == trained.recommender.recommend(ids, k=5)[0]).all()
     with pytest.raises(FileNotFoundError, match="not a finished artefact folder"):
         load_trained(tmp_path, tiny_settings)
+    retrieval_only = prepare_retrieval(tiny_settings.model_copy(update={"cache_dir": tmp_path / "c"}), progress=False)
+    with pytest.raises(FileNotFoundError, match="missing ilm"):
+        load_trained(retrieval_only.directory, tiny_settings)
+    partial = load_trained(retrieval_only.directory, tiny_settings, need_ilm=False)
+    assert partial.ilm is None and partial.soft_tokens is None and partial.recommender is not None
 
 
 def test_changed_settings_train_into_a_new_folder(tiny_settings):
