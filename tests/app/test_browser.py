@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from scripts.screenshot import CHROMIUM, block_external, launch, open_ui, send, turns_shown
-from serving.dialogue import DialogueState, candidates, update_state
+from serving.dialogue import DialogueState, update_state
 from serving.service import ChatService
 
 pytestmark = pytest.mark.skipif(
@@ -95,8 +95,7 @@ def bot_texts(page) -> list[str]:
 def next_picks(service: ChatService, state: DialogueState, text: str) -> list[int]:
     """What the next turn must recommend from `state` after reading `text`."""
     read = update_state(state, text, service.linker, service.catalogue)
-    return candidates(read, service.recommender, service.catalogue, service.config.n_recommendations,
-                      popularity=service.popularity, config=service.config.ranking)
+    return service.rank(read)[: service.config.n_recommendations]
 
 
 def test_a_turn_streams_its_reply_and_shows_catalogue_cards(app, tab):
