@@ -31,3 +31,23 @@ def test_scores_are_max_over_queries_of_itc_similarity(tiny_ilm, recommender, ca
     np.testing.assert_allclose(scores, (items @ text).amax(dim=1).numpy(), rtol=1e-5, atol=1e-6)
     assert np.all(np.abs(scores) <= 1.0 + 1e-6), "both sides are L2-normalised"
     assert not np.allclose(scores, scorer.scores("a dark crime thriller"))
+
+
+def test_the_service_fuses_the_scorer_into_its_ranking(tiny_ilm, recommender, catalogue, soft_table, engine):
+    from serving.api.protocol import ChatMessage
+    from serving.config import ServingConfig
+    from serving.dialogue import candidates
+    from serving.service import ChatService
+    from serving.session_store import InMemorySessionStore
+
+    scorer = ITCTextScorer(tiny_ilm, recommender)
+    service = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
+                          ServingConfig(reply_max_tokens=4), text_scorer=scorer)
+    text = "I loved Toy Story, something funny"
+    turn = service.chat(None, [ChatMessage(role="user", content=text)])
+    expected = candidates(turn.state.model_copy(update={"recommended": []}), recommender, catalogue, 50,
+                          text_scores=scorer.scores(text), config=service.config.ranking)
+    assert turn.ranked == expected and [r.item_id for r in turn.recommendations] == expected[:5]
+    plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
+                        ServingConfig(reply_max_tokens=4)).chat(None, [ChatMessage(role="user", content=text)])
+    assert plain.ranked != turn.ranked, "the text scores change the ranking"
