@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = train_retrieval(data, config, progress=args.progress, replicas=replicas)
         if replicas.is_main:
             save_result(result, Path(args.out), replicas.world)
-            print(json.dumps({name: str(value) for name, value in result.metrics.items()}))
+            print(json.dumps({name: str(value) for name, value in result.metrics.items()}, ensure_ascii=False))
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
