@@ -35,19 +35,20 @@ KS = (1, 5, 10, 20, 50)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # name: RankingConfig overrides; "text": False leaves the ITC text scores out
-    "cf-only": {"text": False},
-    "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5},
+    "cf-only": {"text": False, "popularity_weight": 0.0},
+    "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5, "popularity_weight": 0.0},
     "cf-only+pop0.25": {"text": False, "popularity_weight": 0.25},
-    "cf-only+asst1": {"text": False, "recommended_weight": 1.0},
-    "text-only": {"cf_weight": 0.0},
-    "fused-1:1": {},
-    "fused-1:0.5": {"text_weight": 0.5},
-    "fused-1:0.25": {"text_weight": 0.25},
+    "cf-only+asst1": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0},
+    "cf-only+asst1+pop0.25": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25},
+    "text-only": {"cf_weight": 0.0, "text_weight": 1.0, "popularity_weight": 0.0},
+    "fused-1:1": {"text_weight": 1.0, "popularity_weight": 0.0},
+    "fused-1:0.5": {"text_weight": 0.5, "popularity_weight": 0.0},
+    "fused-1:0.25": {"text_weight": 0.25, "popularity_weight": 0.0},
     "fused-1:0.5+pop0.25": {"text_weight": 0.5, "popularity_weight": 0.25},
     "fused-1:0.5+pop0.5": {"text_weight": 0.5, "popularity_weight": 0.5},
-    "fused-1:0.5-1turn": {"text_weight": 0.5, "text_turns": 1},
-    "fused-1:0.5+asst0.5": {"text_weight": 0.5, "recommended_weight": 0.5},
-    "fused-1:0.5+asst1": {"text_weight": 0.5, "recommended_weight": 1.0},
+    "fused-1:0.5-1turn": {"text_weight": 0.5, "text_turns": 1, "popularity_weight": 0.0},
+    "fused-1:0.5+asst0.5": {"text_weight": 0.5, "recommended_weight": 0.5, "popularity_weight": 0.0},
+    "fused-1:0.5+asst1": {"text_weight": 0.5, "recommended_weight": 1.0, "popularity_weight": 0.0},
 }
 
 
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ilm_model.modeling import ItemLanguageModel
         from serving.text_scores import ITCTextScorer
 
-        scorer = ITCTextScorer(ItemLanguageModel.from_pretrained(args.artefacts / "ilm").eval(), recommender)
+        scorer = ITCTextScorer(ItemLanguageModel.from_pretrained(args.artefacts / "ilm" / "model").eval(), recommender)
     linker = TitleLinker(catalogue, popularity)
     memo: dict[str, list] = {}
     find = linker.find

@@ -21,11 +21,13 @@ class RankingConfig(BaseModel):
     )
     cf_weight: float = Field(1.0, ge=0.0, description="Weight of the standardised session-vector (CF) scores.")
     text_weight: float = Field(
-        1.0, ge=0.0, description="Weight of the standardised ITC text->item scores of the user's recent words "
-        "(used when the service has a text scorer).",
+        0.0, ge=0.0, description="Weight of the standardised ITC text->item scores of the user's recent words "
+        "(used when the service has a text scorer). 0 by default: on the ReDial tune split every weight tried "
+        "(1, 0.5, 0.25) lowered Recall@10 (benchmarks/dialogue_ranking.py); re-tune with a better ILM.",
     )
     popularity_weight: float = Field(
-        0.0, ge=0.0, description="Weight of standardised log(1 + popularity) in the fused score."
+        0.25, ge=0.0, description="Weight of standardised log(1 + popularity) in the fused score (0.25 chosen on "
+        "the ReDial tune split)."
     )
     text_turns: int = Field(2, ge=1, le=3, description="How many of the latest user messages form the ITC query.")
     disliked_weight: float = Field(

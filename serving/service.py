@@ -206,7 +206,7 @@ class ChatService:
         """The candidate ranking for `state` (`config.ranking.ranked` long at most); a turn recommends its head."""
         ranking = self.config.ranking
         text_scores = None
-        if self.text_scorer is not None and state.user_texts:
+        if self.text_scorer is not None and state.user_texts and ranking.text_weight > 0:
             text_scores = self.text_scorer.scores(" ".join(state.user_texts[-ranking.text_turns :]))
         return candidates(
             state, self.recommender, self.catalogue, max(self.config.n_recommendations, ranking.ranked),

@@ -310,11 +310,12 @@ def test_text_scores_steer_candidates_without_mentions(catalogue, recommender, i
     text = np.zeros(len(catalogue))
     wanted = [ids_by_title[t] for t in ("Heat", "Zodiac", "Alien")]
     text[catalogue.rows(wanted)] = [3.0, 2.0, 1.0]
-    picks = candidates(DialogueState(), recommender, catalogue, 3, text_scores=text,
-                       config=RankingConfig(diversity=0.0))
+    config = RankingConfig(diversity=0.0, text_weight=1.0)
+    picks = candidates(DialogueState(), recommender, catalogue, 3, text_scores=text, config=config)
     assert picks == wanted
     no_horror = DialogueState(exclude_genres=["Horror"])
-    assert ids_by_title["Alien"] not in candidates(no_horror, recommender, catalogue, 3, text_scores=text)
+    assert ids_by_title["Alien"] not in candidates(no_horror, recommender, catalogue, 3, text_scores=text,
+                                                   config=config)
 
 
 def test_fold_in_history_weights():

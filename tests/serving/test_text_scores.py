@@ -42,12 +42,14 @@ def test_the_service_fuses_the_scorer_into_its_ranking(tiny_ilm, recommender, ca
 
     scorer = ITCTextScorer(tiny_ilm, recommender)
     service = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
-                          ServingConfig(reply_max_tokens=4), text_scorer=scorer)
+                          ServingConfig(reply_max_tokens=4, ranking={"text_weight": 1.0}), text_scorer=scorer)
     text = "I loved Toy Story, something funny"
     turn = service.chat(None, [ChatMessage(role="user", content=text)])
     expected = candidates(turn.state.model_copy(update={"recommended": []}), recommender, catalogue, 50,
-                          text_scores=scorer.scores(text), config=service.config.ranking)
+                          popularity=service.popularity, text_scores=scorer.scores(text),
+                          config=service.config.ranking)
     assert turn.ranked == expected and [r.item_id for r in turn.recommendations] == expected[:5]
     plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(),
-                        ServingConfig(reply_max_tokens=4)).chat(None, [ChatMessage(role="user", content=text)])
-    assert plain.ranked != turn.ranked, "the text scores change the ranking"
+                        ServingConfig(reply_max_tokens=4), text_scorer=scorer)
+    assert plain.config.ranking.text_weight == 0.0, "off by default: it did not help on the ReDial tune split"
+    assert plain.chat(None, [ChatMessage(role="user", content=text)]).ranked != turn.ranked
