@@ -114,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    logging.captureWarnings(True)  # library warnings (e.g. the ML-100K fallback) show once, as log lines
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from app.commands import run_command  # heavy imports (torch, transformers) only after parsing
 
@@ -122,11 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into a one-line message
-        from app.errors import is_user_error
+        from app.errors import describe_user_error, is_user_error
 
         if not is_user_error(exc) or args.verbose:
             raise
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {describe_user_error(exc)}", markup=True, highlight=False)
         return 2
 
 

@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from app.errors import SettingsError
 from ilm_model.configuration import ILMConfig
 from retrieval.config import RetrievalConfig
 from serving.config import ServingConfig, SessionStoreConfig
@@ -90,4 +92,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 sources += (YamlConfigSettingsSource(settings_cls, yaml_file=config_file),)
             return sources
 
-    return _Settings(**overrides)
+    try:
+        return _Settings(**overrides)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise SettingsError(f"{config_file}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None

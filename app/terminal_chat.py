@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from pydantic import ValidationError
+
+from app.errors import describe_user_error
 from serving.api.protocol import ChatMessage
+from serving.errors import ServingError
 from serving.service import ChatService, ChatTurn
 
 
@@ -19,12 +23,14 @@ def chat_loop(service: ChatService) -> int:
             return 0
         if not text:
             return 0
-        console.print("[bold magenta]ilmrec>[/] ", end="")
-        for event in service.chat_stream(session_id, [ChatMessage(role="user", content=text)]):
-            if isinstance(event, ChatTurn):
-                session_id = event.session_id
-                console.print()
-                for rec in event.recommendations:
-                    console.print(f"  - {rec.title} ({rec.year}) [dim]{', '.join(rec.genres)}[/]: {rec.reason}")
-            else:
-                console.print(event, end="", markup=False, highlight=False)
+        try:
+            message = ChatMessage(role="user", content=text)
+            console.print("[bold magenta]ilmrec>[/] ", end="")
+            for event in service.chat_stream(session_id, [message]):
+                if isinstance(event, ChatTurn):
+                    session_id = event.session_id
+                    console.print()
+                else:  # the streamed reply ends with the numbered, grounded list of picks
+                    console.print(event, end="", markup=False, highlight=False)
+        except (ValidationError, ServingError) as exc:
+            console.print(f"[bold red]error:[/] {describe_user_error(exc)}", markup=True, highlight=False)

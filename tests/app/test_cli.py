@@ -65,3 +65,19 @@ def test_train_retrieval_prints_its_metrics_only(movielens_dir, tmp_path, capsys
     shown = capsys.readouterr().out
     assert "Retrieval, held-out users" in shown and "popularity" in shown
     assert "ILM:" not in shown
+
+
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("retrieval: [1,2\n")
+    assert main(["config", "show", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("error:") == 1
+    assert str(config) in err.replace("\n", "") and "line 2: not valid YAML" in " ".join(err.split())
+
+
+def test_invalid_settings_are_one_line_naming_the_field(monkeypatch, capsys):
+    monkeypatch.setenv("ILMREC_SERVER__PORT", "abc")
+    assert main(["config", "show"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "server.port:" in err and "_Settings" not in err and "errors.pydantic.dev" not in err

@@ -131,7 +131,7 @@ def test_malformed_files_raise_data_error(tmp_path, movielens_dir):
 def test_unknown_name_and_no_download(tmp_path):
     with pytest.raises(DataError, match="ml-20m"):
         load_movielens("ml-30m", cache_dir=tmp_path)
-    with pytest.raises(DataError, match="download=True"):
+    with pytest.raises(DataError, match="--data-path.*allow downloads"):
         load_movielens("ml-1m", cache_dir=tmp_path, download=False)
 
 
