@@ -210,7 +210,8 @@ def read_movielens_folder(name: str, folder: Path) -> MovieLensData:
         catalogue, ratings = _read_1m(folder)
     else:
         catalogue, ratings = _read_latest(folder)
-    return MovieLensData(name, str(folder), catalogue, _checked(ratings, catalogue, folder))
+    ratings_file = folder / RATINGS_FILES.get(name, "ratings.csv")
+    return MovieLensData(name, str(folder), catalogue, _checked(ratings, catalogue, ratings_file))
 
 
 def read_recbole_wheel(wheel: Path) -> MovieLensData:
@@ -286,6 +287,10 @@ def _double_colon(path: Path) -> io.StringIO:
     return io.StringIO(text.replace("::", "\t"))
 
 
+RATINGS_FILES = {"ml-100k": "u.data", "ml-1m": "ratings.dat"}
+"""The ratings file of each GroupLens layout (the others use ratings.csv)."""
+
+
 def _frame(source: Path | io.IOBase, where: Path | str | None = None, **kwargs: object) -> pd.DataFrame:
     """pandas.read_csv whose failures become one-line DataErrors naming the file."""
     where = where or source
@@ -296,7 +301,9 @@ def _frame(source: Path | io.IOBase, where: Path | str | None = None, **kwargs: 
     try:
         return pd.read_csv(source, **options)  # type: ignore[arg-type]
     except FileNotFoundError:
-        raise DataError(f"{where}: missing; point --data-path (path= in Python) to the unzipped GroupLens folder that holds it") from None
+        raise DataError(
+            f"{where}: missing; point --data-path (path= in Python) to the unzipped GroupLens folder that holds it"
+        ) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{where}: malformed ({reason}); re-extract it from the GroupLens zip") from None
@@ -327,8 +334,8 @@ def _checked(ratings: pd.DataFrame, catalogue: Catalogue, where: Path | str) -> 
             {"user_id": np.int64, "item_id": np.int64, "rating": np.float32, "timestamp": np.int64}
         )
     except (ValueError, TypeError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise DataError(f"{where}: malformed ratings ({reason}); re-extract them from the GroupLens zip") from None
+        raise DataError(f"{where}: {_first_bad_value(ratings) or 'malformed ratings'} ({type(exc).__name__}); "
+                        "re-extract it from the GroupLens zip") from None
     unknown = ~ratings["item_id"].isin(catalogue.ids)
     if unknown.any():
         raise DataError(
@@ -336,6 +343,16 @@ def _checked(ratings: pd.DataFrame, catalogue: Catalogue, where: Path | str) -> 
             "use the ratings and movies files of the same GroupLens archive"
         )
     return ratings.reset_index(drop=True)
+
+
+def _first_bad_value(ratings: pd.DataFrame) -> str | None:
+    """Where the first non-numeric rating field is, e.g. `data row 3, item_id: 'abc' is not a number`."""
+    for column in ratings.columns:
+        bad = pd.to_numeric(ratings[column], errors="coerce").isna()
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            return f"data row {row + 1}, {column}: {ratings[column].iloc[row]!r} is not a number"
+    return None
 
 
 def _download(url: str, dest: Path) -> None:

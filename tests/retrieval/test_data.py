@@ -118,9 +118,10 @@ def test_malformed_files_raise_data_error(tmp_path, movielens_dir):
         load_movielens("ml-latest-small", path=tmp_path)
     assert "ratings.csv" in _one_line(exc) and "missing columns" in str(exc.value)
 
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,five,3\n")
-    with pytest.raises(DataError, match="malformed ratings"):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,5,3\n1,abc,5,4\n")
+    with pytest.raises(DataError) as exc:
         load_movielens("ml-latest-small", path=tmp_path)
+    assert f"{tmp_path / 'ratings.csv'}: data row 2, item_id: 'abc' is not a number" in _one_line(exc)
 
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,999,5,3\n")
     with pytest.raises(DataError, match="absent from the movie list") as exc:
