@@ -368,9 +368,12 @@ class ChatService:
     ) -> Iterator[str | ChatTurn]:
         """Stream the sentence, then the grounded list; save (and log) the session; end with the ChatTurn."""
         parts: list[str] = []
+        first_token_ms: float | None = None
         deltas = sentence()
         try:
             for delta in deltas:
+                if first_token_ms is None:
+                    first_token_ms = 1000 * (time.perf_counter() - started)
                 parts.append(delta)
                 yield delta
         finally:
@@ -400,6 +403,7 @@ class ChatService:
                     model_id=self.model_id,
                     checkpoint_id=self.checkpoint_id,
                     latency_ms=1000 * (time.perf_counter() - started),
+                    first_token_ms=first_token_ms,
                 )
             )
         yield ChatTurn(

@@ -48,6 +48,10 @@ class SessionLogRecord(BaseModel):
     model_id: str = Field(max_length=MAX_ID_CHARS, description="The LLM that wrote the reply.")
     checkpoint_id: str = Field(max_length=MAX_ID_CHARS, description="The trained artefacts (e.g. their folder name).")
     latency_ms: float = Field(ge=0.0, description="Wall time from request to complete reply, milliseconds.")
+    first_token_ms: float | None = Field(
+        None, ge=0.0, description="Wall time from request to the first streamed text (state, ranking, prompt "
+        "prefill), milliseconds; None in records written before it was logged."
+    )
     truncated: bool = Field(False, description="True when a text or id list was cut to its cap.")
 
     @model_validator(mode="before")

@@ -122,6 +122,9 @@ def test_completed_turns_go_to_the_session_log(catalogue, recommender, soft_tabl
     assert records[0].recommendations == [r.item_id for r in first.recommendations]
     assert records[0].reply == first.reply and records[1].user_text == "not animated"
     assert records[0].model_id == "tiny-llama" and records[0].latency_ms > 0
+    assert all(0 < r.first_token_ms <= r.latency_ms for r in records)
+    assert records[0].candidates[: len(records[0].recommendations)] == records[0].recommendations
+    assert len(records[0].candidates) > len(records[0].recommendations), "the ranking the picks head"
 
 
 def next_picks(service: ChatService, state: DialogueState, text: str) -> list[int]:
