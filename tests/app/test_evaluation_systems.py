@@ -205,3 +205,13 @@ def test_logged_system_replays_what_was_served(linker):
     assert (out.item_ids, out.latency_ms, out.named_titles) == ([16], 42.0, ["Heat (1995)"])
     with pytest.raises(ValueError, match="--log"):
         LoggedSystem(linker).recommend(LIKES_TOY_STORY, 1)
+
+
+def test_endpoint_against_our_live_api(live_app, tiny_settings):
+    service = live_app.service
+    system = EndpointSystem(f"{live_app.url}/v1", TitleLinker(service.catalogue), model=tiny_settings.server.model_name)
+    out = system.recommend(LIKES_TOY_STORY, 10)
+    assert out.item_ids and all(i in service.catalogue for i in out.item_ids)
+    assert not {1, 2} & set(out.item_ids), "movies mentioned in the dialogue are not recommended again"
+    shown = [service.catalogue[i].display_title for i in out.item_ids]
+    assert all(title in out.reply for title in shown), "the ids are the ones the reply lists"
