@@ -22,3 +22,7 @@ class ModelFitError(RetrievalError, RuntimeError):
 
 class ArtifactMismatchError(RetrievalError, ValueError):
     """A saved recommender does not fit the catalogue or files it is loaded with; the message names the mismatch."""
+
+
+class CheckpointError(RetrievalError, ValueError):
+    """A training checkpoint is unreadable, truncated, or from another run; the message names the file and why."""

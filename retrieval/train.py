@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
 from retrieval.baselines import popularity_scores
+from retrieval.checkpoint import EpochRecord, Progress, RunKey, Trainee, load_checkpoint, save_checkpoint
 from retrieval.config import RetrievalConfig
 from retrieval.data import MovieLensData, implicit_positives
 from retrieval.distributed import Replicas
@@ -38,17 +38,6 @@ from retrieval.storage import write_atomic
 logger = logging.getLogger(__name__)
 
 
-class EpochRecord(BaseModel):
-    """One epoch: mean training loss, validation NDCG@k (None when not evaluated), wall seconds so far."""
-
-    model_config = ConfigDict(frozen=True)
-
-    epoch: int
-    loss: float
-    validation_ndcg: float | None
-    seconds: float
-
-
 @dataclass(frozen=True)
 class RetrievalTrainResult:
     """The trained recommender, test metrics of it and of popularity (same split), and the per-epoch history."""
@@ -62,15 +51,27 @@ class RetrievalTrainResult:
 
 
 def train_retrieval(
-    data: MovieLensData, config: RetrievalConfig, progress: bool = True, replicas: Replicas | None = None
+    data: MovieLensData,
+    config: RetrievalConfig,
+    progress: bool = True,
+    replicas: Replicas | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
 ) -> RetrievalTrainResult:
     """Train `config.model` with `config.loss`, keep the epoch with the best validation NDCG@`ndcg_k`, and report
     full-catalogue test Recall@k / NDCG@k (mean and standard error over test users) beside popularity.
 
     With `replicas` (one per process of an initialised gloo group) each trains on its shard of every batch,
     rank 0 evaluates, and all return rank 0's result; the default is one process.
+
+    With `checkpoint_dir`, every `checkpoint_every` epochs (and the last) the whole training state is written
+    there atomically (`retrieval.checkpoint`; rank 0 writes). `resume=True` continues from that checkpoint when
+    there is one, with the same result as an uninterrupted run; one of another config or data is refused.
     """
     replicas = replicas or Replicas()
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed + 1)
@@ -91,13 +92,22 @@ def train_retrieval(
     ndcg_key = f"ndcg@{config.ndcg_k}"
     scorer = replicas.wrap(SampledBatchScorer(model))
 
-    history: list[EpochRecord] = []
-    best_ndcg, best_epoch, best_state, stale = -1.0, 0, copy.deepcopy(model.state_dict()), 0
-    start = time.perf_counter()
+    trainee = Trainee(model, optimizer, generator, rng)
+    run = RunKey.of(config, data) if checkpoint_dir else None
+    state, best_state = Progress(), copy.deepcopy(model.state_dict())
+    resumed = load_checkpoint(checkpoint_dir, trainee, run) if checkpoint_dir and resume else None
+    if resumed is not None:
+        state, best_state = resumed.progress, resumed.best_state
+        logger.info("retrieval training resumed from epoch %d (%s)", state.epoch, checkpoint_dir)
+    start = time.perf_counter() - (state.history[-1].seconds if state.history else 0.0)
     bar = tqdm(
-        range(1, config.epochs + 1), desc=f"{config.model}/{config.loss}", disable=not (progress and replicas.is_main)
+        range(state.epoch + 1, config.epochs + 1),
+        desc=f"{config.model}/{config.loss}",
+        disable=not (progress and replicas.is_main),
     )
     for epoch in bar:
+        if state.stale >= config.patience:
+            break
         model.train()
         order = rng.permutation(trainable)
         losses = []
@@ -118,16 +128,19 @@ def train_retrieval(
             ndcg = replicas.from_main(
                 lambda: evaluate(_model_scores(model), split.validation, (), config.ndcg_k)[ndcg_key].mean
             )
-            if ndcg > best_ndcg:
-                best_ndcg, best_epoch, best_state, stale = ndcg, epoch, copy.deepcopy(model.state_dict()), 0
+            if ndcg > state.best_ndcg:
+                state.best_ndcg, state.best_epoch, state.stale = ndcg, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
             else:
-                stale += 1
-        history.append(
+                state.stale += 1
+        state.epoch = epoch
+        state.history.append(
             EpochRecord(epoch=epoch, loss=epoch_loss, validation_ndcg=ndcg, seconds=time.perf_counter() - start)
         )
-        bar.set_postfix(loss=f"{epoch_loss:.4f}", val_ndcg=f"{best_ndcg:.4f}", best=best_epoch)
-        if stale >= config.patience:
-            break
+        last = epoch == config.epochs or state.stale >= config.patience
+        if checkpoint_dir and run and replicas.is_main and (epoch % checkpoint_every == 0 or last):
+            save_checkpoint(checkpoint_dir, trainee, state, best_state, run)
+        bar.set_postfix(loss=f"{epoch_loss:.4f}", val_ndcg=f"{state.best_ndcg:.4f}", best=state.best_epoch)
     model.load_state_dict(best_state)
     model.eval()
     metrics, popularity_metrics = replicas.from_main(
@@ -136,9 +149,9 @@ def train_retrieval(
             evaluate(popularity_scores(counts), split.test, config.recall_ks, config.ndcg_k),
         )
     )
-    logger.info("best epoch %d; test %s; popularity %s", best_epoch, _fmt(metrics), _fmt(popularity_metrics))
+    logger.info("best epoch %d; test %s; popularity %s", state.best_epoch, _fmt(metrics), _fmt(popularity_metrics))
     recommender = TwoTowerRecommender(data.catalogue, model, config, counts)
-    return RetrievalTrainResult(recommender, metrics, popularity_metrics, history, best_epoch, split)
+    return RetrievalTrainResult(recommender, metrics, popularity_metrics, state.history, state.best_epoch, split)
 
 
 def plot_history(history: list[EpochRecord], path: Path) -> None:

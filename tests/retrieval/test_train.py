@@ -1,9 +1,19 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
+from safetensors import safe_open
 
+from retrieval import checkpoint
+from retrieval.checkpoint import CHECKPOINT_FILE, CheckpointMeta
 from retrieval.config import RetrievalConfig
 from retrieval.data import load_movielens
-from retrieval.errors import ModelFitError
+from retrieval.errors import CheckpointError, ModelFitError
 from retrieval.recommender import TwoTowerRecommender
 from retrieval.train import plot_history, train_retrieval
 
@@ -99,3 +109,93 @@ def test_ml_latest_small_beats_popularity(shared_data):
     result = train_retrieval(data, RetrievalConfig(epochs=30), progress=False)
     for name in ("ndcg@100", "recall@20"):
         assert result.metrics[name].mean > result.popularity_metrics[name].mean + result.popularity_metrics[name].stderr
+
+
+# A child process: trains FAST (8 epochs, one torch thread) with checkpoints in argv[2] and resume=True, writes
+# its result to argv[3]. With argv[4] = N it instead hangs in the N-th batch after the first checkpoint appeared
+# (mid-epoch: earlier batches of that epoch already moved the weights) and writes argv[3] as the signal.
+CHILD = """
+import json, logging, sys, time
+from pathlib import Path
+import torch
+import retrieval.train as train
+from retrieval.checkpoint import CHECKPOINT_FILE
+from retrieval.config import RetrievalConfig
+from retrieval.data import load_movielens
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+torch.set_num_threads(1)
+data_dir, checkpoints, out, hang_after = sys.argv[1:5]
+checkpoints = Path(checkpoints) if checkpoints != "-" else None
+if hang_after != "-":
+    calls, real_loss = [], train._loss
+
+    def loss(*args, **kwargs):
+        if (checkpoints / CHECKPOINT_FILE).exists():
+            calls.append(1)
+            if len(calls) == int(hang_after):
+                Path(out).write_text("hanging")
+                time.sleep(600)
+        return real_loss(*args, **kwargs)
+
+    train._loss = loss
+config = RetrievalConfig(**json.loads(sys.argv[5]))
+result = train.train_retrieval(
+    load_movielens("ml-latest-small", path=data_dir), config, progress=False, checkpoint_dir=checkpoints,
+    resume=True,
+)
+Path(out).write_text(json.dumps({
+    "metrics": {name: m.model_dump() for name, m in result.metrics.items()},
+    "losses": [r.loss for r in result.history],
+    "best_epoch": result.best_epoch,
+}))
+"""
+
+
+def _child(movielens_dir, checkpoints, out, hang_after="-"):
+    config = json.dumps({**FAST, "epochs": 8, "heldout_user_fraction": 0.2})
+    args = [sys.executable, "-c", CHILD, str(movielens_dir), str(checkpoints or "-"), str(out), hang_after, config]
+    return subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(movielens_dir, tmp_path):
+    reference = _child(movielens_dir, None, tmp_path / "reference.json")
+    checkpoints = tmp_path / "checkpoints"
+    killed = _child(movielens_dir, checkpoints, tmp_path / "signal", hang_after="10")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "signal").exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "signal").read_text() == "hanging"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    with safe_open(str(checkpoints / CHECKPOINT_FILE), framework="pt") as file:
+        interrupted_at = CheckpointMeta.model_validate_json(file.metadata()[checkpoint._META_KEY]).progress.epoch
+    assert 1 <= interrupted_at < 8
+
+    resumed = _child(movielens_dir, checkpoints, tmp_path / "resumed.json")
+    resumed_log = resumed.communicate(timeout=300)[1]
+    reference.communicate(timeout=300)
+    assert resumed.returncode == reference.returncode == 0
+    assert f"retrieval training resumed from epoch {interrupted_at}" in resumed_log
+    expected, got = (json.loads((tmp_path / name).read_text()) for name in ("reference.json", "resumed.json"))
+    # bit-identical on CPU: the weights, Adam moments and all three RNG streams are restored exactly
+    assert got == expected
+
+
+def test_checkpoints_of_another_config_are_refused(synthetic, tmp_path):
+    config = RetrievalConfig(**{**FAST, "epochs": 1})
+    train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path)
+    other = config.model_copy(update={"learning_rate": 0.01})
+    with pytest.raises(CheckpointError, match=r"another config \(learning_rate 0.05 -> 0.01\)"):
+        train_retrieval(synthetic, other, progress=False, checkpoint_dir=tmp_path, resume=True)
+    # without resume the old checkpoint is simply replaced
+    train_retrieval(synthetic, other, progress=False, checkpoint_dir=tmp_path)
+    train_retrieval(synthetic, other, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_resuming_a_finished_run_trains_no_more(synthetic, tmp_path):
+    config = RetrievalConfig(**{**FAST, "epochs": 3})
+    first = train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path, checkpoint_every=2)
+    again = train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert again.history == first.history
+    assert again.metrics == first.metrics
