@@ -3,7 +3,8 @@
 Layout of one run's folder (`<cache>/artifacts/<dataset>-<fingerprint>/`):
 `catalogue.json`, `retrieval/` (recommender + FAISS index), `ilm/` (Q-Former + adaptor, soft-token table),
 `metrics.json`, `report.md` and PNG plots. Each stage writes its `DONE` marker last, so an interrupted run
-resumes at the first unfinished stage.
+resumes at the first unfinished stage. Retrieval training also checkpoints every epoch into
+`retrieval_checkpoint/` (removed once the stage is done), so an interrupted training resumes at its last epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +98,8 @@ def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArt
         recommender = _load_retrieval(retrieval_dir, data.catalogue)
     else:
         started = time.perf_counter()
-        result = train_retrieval(data, settings.retrieval, progress=progress)
+        checkpoints = root / "retrieval_checkpoint"  # same folder, same fingerprint: always this run's own
+        result = train_retrieval(data, settings.retrieval, progress=progress, checkpoint_dir=checkpoints, resume=True)
         recommender = result.recommender
         recommender.save(retrieval_dir)
         plot_history(result.history, root / "retrieval_training.png")
@@ -108,6 +111,7 @@ def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArt
         }
         _write_metrics(root, metrics)
         write_atomic(retrieval_dir / DONE, b"")
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return RetrievalArtefacts(root, data, recommender, metrics)
 
 

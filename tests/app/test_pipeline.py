@@ -69,3 +69,29 @@ def test_retrieval_stage_alone_then_ilm_reuses_it(tiny_settings, tmp_path):
     assert artefacts.directory == stage.directory
     assert artefacts.metrics["retrieval"] == stage.metrics["retrieval"]  # loaded, not retrained
     assert (artefacts.directory / "ilm" / "DONE").is_file()
+
+
+def test_interrupted_retrieval_training_resumes_from_its_checkpoint(tiny_settings, tmp_path, monkeypatch, caplog):
+    import retrieval.train
+
+    settings = tiny_settings.model_copy(update={"cache_dir": tmp_path / "interrupted"})
+    real_loss, calls = retrieval.train._loss, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        if list(settings.cache.glob("artifacts/*/retrieval_checkpoint/checkpoint.safetensors")):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval.train, "_loss", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_retrieval(settings, progress=False)
+    monkeypatch.setattr(retrieval.train, "_loss", real_loss)
+
+    with caplog.at_level("INFO", logger="retrieval.train"):
+        resumed = prepare_retrieval(settings, progress=False)
+    assert "retrieval training resumed from epoch 1" in caplog.text
+    assert not (resumed.directory / "retrieval_checkpoint").exists()
+    uninterrupted = prepare_retrieval(tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"}), progress=False)
+    assert resumed.metrics["retrieval"]["model"] == uninterrupted.metrics["retrieval"]["model"]
