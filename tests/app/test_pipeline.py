@@ -93,5 +93,6 @@ def test_interrupted_retrieval_training_resumes_from_its_checkpoint(tiny_setting
         resumed = prepare_retrieval(settings, progress=False)
     assert "retrieval training resumed from epoch 1" in caplog.text
     assert not (resumed.directory / "retrieval_checkpoint").exists()
-    uninterrupted = prepare_retrieval(tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"}), progress=False)
+    clean = tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"})
+    uninterrupted = prepare_retrieval(clean, progress=False)
     assert resumed.metrics["retrieval"]["model"] == uninterrupted.metrics["retrieval"]["model"]
