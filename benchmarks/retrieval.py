@@ -10,7 +10,9 @@ others load through `load_movielens(name)` (cache, GroupLens download, or for ml
 (every figure), `retrieval.md` (the report, headed by the command) and `retrieval_ndcg_vs_negatives.png`.
 Optional peers: `pip install 'ilmrec[benchmark]'` (implicit, lightfm); a missing one is reported, not fatal.
 
-Our runs go m-major in the order `--negatives` gives (at each m: LambdaRank and WARP with every estimator,
+With several `--learning-rates`, each of our losses first picks its learning rate on validation NDCG@100: short
+runs (`--tune-epochs`) at m = `--tune-m`, LambdaRank and WARP with the uncorrected `sampled` estimator (so the
+corrections get no tuning of their own), reported in a tuning table. Our runs go m-major in the order `--negatives` gives (at each m: LambdaRank and WARP with every estimator,
 then softmax and BPR), so with `--budget-minutes` (wall time of our runs per data set) whatever is cut is
 whole m values from the end of the list; every run not started is listed in the report with the reason.
 """
@@ -91,6 +93,8 @@ class DatasetResult(BaseModel):
     popularity_reproduced: bool
     rows: list[Row]
     skipped: dict[str, str]
+    tuning: list[Row] = []
+    learning_rates: dict[str, float] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(benchmark_dataset(data, args, "strong", full_grid(args.negatives)))
         _print_table(results[-1])
         if args.temporal:
-            results.append(benchmark_dataset(data, args, "temporal", temporal_runs(results[-1])))
+            strong = results[-1]
+            results.append(
+                benchmark_dataset(data, args, "temporal", temporal_runs(strong), strong.learning_rates)
+            )
             _print_table(results[-1])
     total = time.perf_counter() - started
     command = "python -m benchmarks.retrieval " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -136,7 +143,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=40, help="max epochs of our trainer per run")
     parser.add_argument("--patience", type=int, default=8, help="our trainer's early-stopping patience (epochs)")
     parser.add_argument("--batch-users", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=0.02)
+    parser.add_argument(
+        "--learning-rates",
+        type=float,
+        nargs="+",
+        default=[0.02],
+        help="Adam learning rates; with several, each loss picks one on validation (see --tune-m)",
+    )
+    parser.add_argument("--tune-m", type=int, default=64, help="m of the learning-rate tuning runs")
+    parser.add_argument("--tune-epochs", type=int, default=30, help="max epochs of a learning-rate tuning run")
     parser.add_argument("--lightfm-epochs", type=int, default=100, help="max LightFM epochs (early-stopped)")
     parser.add_argument("--threads", type=int, default=2, help="torch / implicit / LightFM threads")
     parser.add_argument(
@@ -150,15 +165,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def benchmark_dataset(
-    data: MovieLensData, args: argparse.Namespace, split_kind: str, runs: list[tuple[str, str | None, int]]
+    data: MovieLensData,
+    args: argparse.Namespace,
+    split_kind: str,
+    runs: list[tuple[str, str | None, int]],
+    learning_rates: dict[str, float] | None = None,
 ) -> DatasetResult:
-    """Popularity, the peers and our `runs` (loss, estimator, m) on the `split_kind` split of `data`."""
+    """Popularity, the peers and our `runs` (loss, estimator, m) on the `split_kind` split of `data`, each loss at
+    its learning rate from `learning_rates`, or else tuned here (`tune_learning_rates`)."""
     base = RetrievalConfig(
-        split=split_kind,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_users=args.batch_users,
-        learning_rate=args.learning_rate,
+        split=split_kind, epochs=args.epochs, patience=args.patience, batch_users=args.batch_users
     )
     split = make_split(implicit_positives(data.ratings, base.positive_threshold), data.catalogue, base)
     rows, skipped = [run_popularity(split)], {}
@@ -169,12 +185,15 @@ def benchmark_dataset(
             rows.append(runner(split, args))
         except ImportError as exc:
             skipped[name] = str(exc)
+    tuning: list[Row] = []
+    if learning_rates is None:
+        learning_rates, tuning = tune_learning_rates(data, base, args)
     started = time.perf_counter()
     for loss, estimator, m in runs:
         if args.budget_minutes is not None and _since(started) >= 60 * args.budget_minutes:
             skipped[_run_name(loss, estimator, m)] = f"time budget ({args.budget_minutes:g} min of our runs) spent"
             continue
-        rows.append(run_ours(data, base, loss, estimator, m))
+        rows.append(run_ours(data, base, loss, estimator, m, learning_rates[loss]))
         print(f"  {data.name}/{split_kind} {loss}/{estimator}/m={m}: {rows[-1].test[NDCG]} ({rows[-1].seconds:.0f} s)")
     return DatasetResult(
         name=data.name,
@@ -186,7 +205,28 @@ def benchmark_dataset(
         popularity_reproduced=reproduced,
         rows=rows,
         skipped=skipped,
+        tuning=tuning,
+        learning_rates=learning_rates,
     )
+
+
+def tune_learning_rates(
+    data: MovieLensData, base: RetrievalConfig, args: argparse.Namespace
+) -> tuple[dict[str, float], list[Row]]:
+    """Each loss's learning rate, best on validation NDCG@100 among `args.learning_rates`, and the tuning runs
+    (m = `args.tune_m`, at most `args.tune_epochs` epochs, `sampled` ranks). One rate given: no runs."""
+    losses = (*RANK_LOSSES, *PLAIN_LOSSES)
+    if len(args.learning_rates) == 1:
+        return dict.fromkeys(losses, args.learning_rates[0]), []
+    short = base.model_copy(update={"epochs": args.tune_epochs, "patience": min(args.patience, args.tune_epochs)})
+    chosen, tuning = {}, []
+    for loss in losses:
+        estimator = "sampled" if loss in RANK_LOSSES else None
+        tried = [run_ours(data, short, loss, estimator, args.tune_m, lr) for lr in args.learning_rates]
+        tuning += tried
+        chosen[loss] = float(max(tried, key=lambda r: r.validation_ndcg).params["learning_rate"])
+        print(f"  {data.name} {loss}: learning rate {chosen[loss]:g}")
+    return chosen, tuning
 
 
 def full_grid(negatives: Sequence[int]) -> list[tuple[str, str | None, int]]:
@@ -205,8 +245,15 @@ def temporal_runs(strong: DatasetResult) -> list[tuple[str, str | None, int]]:
     return [("lambdarank", "sampled", best.m), ("lambdarank", best.estimator, best.m)]
 
 
-def run_ours(data: MovieLensData, base: RetrievalConfig, loss: str, estimator: str | None, m: int) -> Row:
-    overrides = {"loss": loss, "num_negatives": m, "rank_estimator": estimator or base.rank_estimator}
+def run_ours(
+    data: MovieLensData, base: RetrievalConfig, loss: str, estimator: str | None, m: int, learning_rate: float
+) -> Row:
+    overrides = {
+        "loss": loss,
+        "num_negatives": m,
+        "rank_estimator": estimator or base.rank_estimator,
+        "learning_rate": learning_rate,
+    }
     config = RetrievalConfig(**{**base.model_dump(), **overrides})
     start = time.perf_counter()
     result = train_retrieval(data, config, progress=False)
@@ -217,6 +264,7 @@ def run_ours(data: MovieLensData, base: RetrievalConfig, loss: str, estimator: s
         loss=loss,
         estimator=estimator,
         m=m,
+        params={"learning_rate": learning_rate},
         validation_ndcg=max(v for _, v in curve),
         test=result.metrics,
         seconds=seconds,
@@ -437,6 +485,7 @@ def _print_table(result: DatasetResult) -> None:
         table.add_row(*_cells(row))
     console = Console(width=200)
     console.print(table)
+    console.print(_learning_rate_line(result))
     if result.name in ("ml-20m", "ml-25m") and result.split == "strong":
         console.print(_reference_table())
 
@@ -499,13 +548,32 @@ def render_markdown(results: list[DatasetResult], command: str, report: dict) ->
             "",
         ]
         out += [f"- {name} not run: {why}" for name, why in result.skipped.items()]
-        out += [""]
+        out += ["", _learning_rate_line(result), ""]
+        if result.tuning:
+            out += [
+                "Learning-rate tuning (validation NDCG@100 of short runs; the best per loss is used above):",
+                "",
+                "| loss | m | learning rate | val NDCG@100 | best epoch | s |",
+                "|---|---|---|---|---|---|",
+                *(
+                    f"| {r.loss}/{r.estimator or '-'} | {r.m} | {r.params['learning_rate']:g} | "
+                    f"{r.validation_ndcg:.4f} | {r.best_epoch} | {r.seconds:.1f} |"
+                    for r in result.tuning
+                ),
+                "",
+            ]
         if result.split == "strong":
             out += ["", "### Targets (issue 4, item 6)", "", *target_lines(result), ""]
         if result.name in ("ml-20m", "ml-25m") and result.split == "strong":
             out += ["```", _reference_table(), "```", ""]
     out += ["![NDCG@100 vs negatives](retrieval_ndcg_vs_negatives.png)", ""]
     return "\n".join(out)
+
+
+def _learning_rate_line(result: DatasetResult) -> str:
+    how = "chosen on validation (table below)" if result.tuning else "given"
+    rates = ", ".join(f"{loss} {lr:g}" for loss, lr in result.learning_rates.items())
+    return f"Our learning rates ({how}): {rates}."
 
 
 def _plot(results: list[DatasetResult]) -> bytes:
@@ -562,7 +630,7 @@ def _environment(args: argparse.Namespace) -> dict:
 
 def _settings(args: argparse.Namespace) -> dict:
     summary = (
-        f"our two-tower trainer (d=64, batch {args.batch_users} users, Adam lr {args.learning_rate}, at most "
+        f"our two-tower trainer (d=64, batch {args.batch_users} users, Adam lr per loss from {args.learning_rates}, at most "
         f"{args.epochs} epochs, early stop after {args.patience} epochs without a better validation NDCG@100) with "
         f"{' and '.join(RANK_LOSSES)} x {len(ESTIMATORS)} estimators x m in {args.negatives}, plus "
         f"{' and '.join(PLAIN_LOSSES)} at each m; EASE l2 in {list(EASE_L2)}; implicit ALS ({FACTORS} factors, "

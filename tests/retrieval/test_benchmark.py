@@ -14,6 +14,7 @@ def report(movielens_dir, tmp_path_factory):
     out = root / "results"
     argv = ["--dataset", "ml-latest-small", "--data-path", str(root / "ml-latest-small"), "--negatives", "4", "16"]
     argv += ["--epochs", "2", "--patience", "1", "--lightfm-epochs", "2", "--threads", "1", "--out", str(out)]
+    argv += ["--learning-rates", "0.02", "0.1", "--tune-m", "4", "--tune-epochs", "1"]
     assert main(argv) == 0
     return out, json.loads((out / "retrieval.json").read_text())
 
@@ -56,3 +57,16 @@ def test_grid_runs_m_major_so_a_time_budget_cuts_whole_m_values():
         ("warp", "sampled", 16)
     ]
     assert grid[8:10] == [("softmax", None, 16), ("bpr", None, 16)]
+
+
+def test_each_loss_picks_its_learning_rate_on_validation_and_the_temporal_split_reuses_it(report):
+    out, result = report
+    strong, temporal = result["datasets"]
+    assert len(strong["tuning"]) == 4 * 2 and temporal["tuning"] == []
+    for loss, lr in strong["learning_rates"].items():
+        tried = [r for r in strong["tuning"] if r["loss"] == loss]
+        assert {r["estimator"] for r in tried} <= {"sampled", None} and {r["m"] for r in tried} == {4}
+        assert lr == max(tried, key=lambda r: r["validation_ndcg"])["params"]["learning_rate"]
+        assert {r["params"]["learning_rate"] for r in strong["rows"] if r["loss"] == loss} == {lr}
+    assert temporal["learning_rates"] == strong["learning_rates"]
+    assert "Learning-rate tuning" in (out / "retrieval.md").read_text()
