@@ -48,9 +48,15 @@ class TextGenerationHead(nn.Module):
         self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
-    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """hidden `[..., H]`, word_embeddings `[V, H]` -> logits `[..., V]`."""
-        return F.linear(self.norm(self.activation(self.dense(hidden))), word_embeddings, self.bias)
+    def forward(
+        self, hidden: torch.Tensor, word_embeddings: torch.Tensor, vocabulary: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """hidden `[..., H]`, word_embeddings `[V, H]` -> logits `[..., V]`, or `[..., |vocabulary|]` over the
+        token ids `vocabulary` only."""
+        bias = self.bias
+        if vocabulary is not None:
+            word_embeddings, bias = word_embeddings[vocabulary], bias[vocabulary]
+        return F.linear(self.norm(self.activation(self.dense(hidden))), word_embeddings, bias)
 
 
 class ItemLanguageModel(nn.Module):
@@ -126,9 +132,10 @@ class ItemLanguageModel(nn.Module):
         states = self.qformer(input_ids=batch["input_ids"], text_attention_mask=batch["attention_mask"]).text_states
         return self.text_features(states)
 
-    def itg_logits(self, text_states: torch.Tensor) -> torch.Tensor:
-        """Text outputs of a causal pass `[..., H]` -> next-token logits `[..., vocab]`."""
-        return self.itg_head(text_states, self.qformer.word_embeddings.weight)
+    def itg_logits(self, text_states: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
+        """Text outputs of a causal pass `[..., H]` -> next-token logits `[..., vocab]` (or over the token ids
+        `vocabulary [V']` only)."""
+        return self.itg_head(text_states, self.qformer.word_embeddings.weight, vocabulary)
 
     def itm_logits(self, query_states: torch.Tensor) -> torch.Tensor:
         """Query outputs of a bidirectional pass `[B, K, H]` -> match logits `[B, 2]` (mean over queries)."""

@@ -102,17 +102,26 @@ def itg_loss(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     head: Callable[[torch.Tensor], torch.Tensor],
+    vocabulary: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Item-grounded text generation: each real text token predicted from the causal state before it,
 
-    L = -1/N sum_{b,t: m[b,t+1] = 1} log softmax(head(h[b,t]))[x[b,t+1]],
+    L = -1/N sum_{b,t: m[b,t+1] = 1} log softmax_{v in V}(head(h[b,t]))[x[b,t+1]],
 
     text_states `[B, T, H]` from a causal pass, input_ids / attention_mask `[B, T]`, `head` maps `[N, H]` to
-    logits `[N, V]`. The head only runs at the N predicting positions (the vocabulary projection dominates).
+    logits `[N, |V|]`. V is the whole vocabulary, or the sorted token ids `vocabulary [|V|]` (which must hold
+    every target) when the head only scores those. The head only runs at the N predicting positions (the
+    vocabulary projection dominates).
     """
     predicting = attention_mask[:, 1:].bool()
+    targets = input_ids[:, 1:][predicting]
+    if vocabulary is not None:
+        position = torch.searchsorted(vocabulary, targets).clamp(max=len(vocabulary) - 1)
+        if not torch.equal(vocabulary[position], targets):
+            raise ValueError("an ITG target token is not in the vocabulary; build it from these texts")
+        targets = position
     logits = head(text_states[:, :-1][predicting])
-    return F.cross_entropy(logits, input_ids[:, 1:][predicting])
+    return F.cross_entropy(logits, targets)
 
 
 def sample_hard_negatives(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -74,9 +75,11 @@ def phase1_losses(
     generator: torch.Generator | None = None,
     item_pairs: PairBatch | None = None,
     user_pairs: PairBatch | None = None,
+    itg_vocabulary: torch.Tensor | None = None,
 ) -> Phase1Losses:
     """Losses of one batch of pairs: item i (`cf_embeddings [B, d_cf]`) and its text i (`input_ids [B, T]`),
-    plus IIC on `item_pairs` and UIC on `user_pairs` (each required when its weight is > 0)."""
+    plus IIC on `item_pairs` and UIC on `user_pairs` (each required when its weight is > 0); ITG scores the
+    sorted token ids `itg_vocabulary [V']` only when given (see `text_vocabulary`), else the whole vocabulary."""
     if config.iic_weight and item_pairs is None:
         raise ValueError("iic_weight > 0 needs item_pairs (co-interacted items); pass interactions or set it to 0")
     if config.uic_weight and user_pairs is None:
@@ -93,7 +96,8 @@ def phase1_losses(
     itg = None
     if config.itg_weight:
         causal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="causal")
-        itg = itg_loss(causal.text_states, input_ids, attention_mask, model.itg_logits)
+        head = partial(model.itg_logits, vocabulary=itg_vocabulary)
+        itg = itg_loss(causal.text_states, input_ids, attention_mask, head, itg_vocabulary)
 
     itm = None
     if config.itm_weight:
@@ -118,6 +122,11 @@ def phase1_losses(
     ]
     total = sum(weight * loss for weight, loss in parts if loss is not None)
     return Phase1Losses(total=total, itc=itc, itg=itg, itm=itm, iic=iic, uic=uic)
+
+
+def text_vocabulary(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sorted distinct token ids `[V']` of the real (unpadded) tokens of `input_ids [n, T]`: every ITG target."""
+    return torch.unique(input_ids[attention_mask.bool()])
 
 
 class PairSampler:
@@ -173,6 +182,9 @@ def train_phase1(
             raise ValueError("uic_weight > 0 needs user_embeddings and user_pairs; pass interactions or set it to 0")
         user_sampler = PairSampler(user_pairs, user_embeddings, cf_embeddings, config.pair_batch_size, generator)
     tokens = model.tokenize(texts)
+    vocabulary = None
+    if config.itg_vocabulary == "texts":
+        vocabulary = text_vocabulary(tokens["input_ids"], tokens["attention_mask"])
     optimizer = build_optimizer(model.named_parameters(), config.learning_rate, config.weight_decay)
     schedule = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     model.train()
@@ -184,7 +196,7 @@ def train_phase1(
         length = int(mask.sum(1).max())
         losses = phase1_losses(
             model, cf_embeddings[rows], tokens["input_ids"][rows, :length], mask[:, :length], config, generator,
-            item_sampler.next() if item_sampler else None, user_sampler.next() if user_sampler else None,
+            item_sampler.next() if item_sampler else None, user_sampler.next() if user_sampler else None, vocabulary,
         )
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()

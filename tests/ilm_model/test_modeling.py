@@ -46,6 +46,13 @@ def test_itg_head_is_tied_to_word_embeddings(tiny_config):
     assert not any("decoder" in k for k in model.state_dict())  # tying is functional: no duplicate tensor saved
 
 
+def test_itg_logits_over_a_vocabulary_are_those_columns(tiny_config):
+    model = _model(tiny_config)
+    states = torch.randn(2, 3, 32)
+    vocabulary = torch.tensor([0, 101, 102, 2000, 30521])
+    torch.testing.assert_close(model.itg_logits(states, vocabulary), model.itg_logits(states)[..., vocabulary])
+
+
 @torch.no_grad()
 def test_save_load_round_trip(tiny_config, tmp_path):
     model = _model(tiny_config)

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from ilm_model.objectives import (
@@ -67,6 +68,25 @@ def test_itg_by_hand_ignores_padding():
     # equals next_token_loss on full logits with padding labelled -100
     full = next_token_loss(head(states), ids.masked_fill(mask == 0, IGNORE_INDEX))
     torch.testing.assert_close(itg_loss(states, ids, mask, head), full)
+
+
+def test_itg_over_a_vocabulary_is_the_softmax_over_its_columns():
+    torch.manual_seed(0)
+    states = torch.randn(2, 4, 3)
+    head = torch.nn.Linear(3, 10)
+    ids = torch.tensor([[1, 7, 3, 0], [1, 3, 9, 7]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    vocabulary = torch.tensor([1, 3, 7, 9])
+    terms = [
+        -torch.log_softmax(head(states[b, t])[vocabulary], -1)[int((vocabulary == ids[b, t + 1]).nonzero())]
+        for b in range(2)
+        for t in range(3)
+        if mask[b, t + 1]
+    ]
+    loss = itg_loss(states, ids, mask, lambda h: head(h)[:, vocabulary], vocabulary)
+    torch.testing.assert_close(loss, torch.stack(terms).mean())
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        itg_loss(states, ids, mask, lambda h: head(h)[:, :3], torch.tensor([1, 3, 7]))
 
 
 def test_hard_negatives_are_never_the_positive_and_follow_similarity():

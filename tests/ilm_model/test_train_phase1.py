@@ -46,6 +46,31 @@ def test_training_lowers_the_loss_and_logs_each_step(tiny_config, catalogue, cf_
     assert not model.training
 
 
+def test_text_vocabulary_holds_every_real_token_once(tiny_config, catalogue):
+    from ilm_model.train_phase1 import text_vocabulary
+
+    model = ItemLanguageModel.from_config(tiny_config)
+    tokens = model.tokenize([describe(m) for m in catalogue.movies[:5]])
+    vocabulary = text_vocabulary(tokens["input_ids"], tokens["attention_mask"])
+    real = tokens["input_ids"][tokens["attention_mask"].bool()]
+    assert vocabulary.tolist() == sorted(set(real.tolist()))
+    assert 0 not in vocabulary.tolist()  # [PAD] only occurs as padding here
+    assert {101, 102} <= set(vocabulary.tolist())
+
+
+def test_itg_over_the_text_vocabulary_is_below_the_full_softmax(tiny_config, catalogue, cf_embeddings):
+    from ilm_model.train_phase1 import text_vocabulary
+
+    model = ItemLanguageModel.from_config(tiny_config).eval()
+    cf, ids, mask = _batch(model, catalogue, cf_embeddings)
+    config = Phase1Config(itc_weight=0)
+    full = phase1_losses(model, cf, ids, mask, config).itg
+    restricted = phase1_losses(model, cf, ids, mask, config, itg_vocabulary=text_vocabulary(ids, mask)).itg
+    # same targets, fewer competitors: untrained, the full loss is near log(30522), the restricted one near log(|V'|)
+    assert restricted < full
+    assert abs(restricted.item() - math.log(len(text_vocabulary(ids, mask)))) < 1.5
+
+
 def test_needs_aligned_pairs(tiny_config, cf_embeddings):
     model = ItemLanguageModel.from_config(tiny_config)
     with pytest.raises(ValueError, match="aligned"):
