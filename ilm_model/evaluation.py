@@ -77,20 +77,23 @@ def score_candidates(
     prompt: ItemPrompt,
     blocks: Sequence[torch.Tensor],
     candidate_answers: Sequence[Sequence[int]],
-    chunk: int = 64,
+    chunk: int = 16,
 ) -> torch.Tensor:
     """Mean log-probability per token of each candidate answer after `prompt` with `blocks` in its slots, `[C]`.
 
-    The prompt (all but its last token) is run once into a key/value cache shared by every candidate.
+    The prompt (all but its last token) is run once into a key/value cache shared by every candidate; the
+    candidates go through in chunks of similar length (sorted by length), so little of a chunk is padding.
     """
     body = prompt.embed_blocks(llm, blocks)
     cache = PrefixCache(llm, prefix_embeds=body[None, :-1])
     last = body[-1:]
-    scores = [
-        answer_log_probs(llm, [last] * len(part), part, cache).per_row()
-        for part in (candidate_answers[i : i + chunk] for i in range(0, len(candidate_answers), chunk))
-    ]
-    return torch.cat(scores)
+    order = sorted(range(len(candidate_answers)), key=lambda c: len(candidate_answers[c]))
+    scores = torch.empty(len(candidate_answers))
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        answers = [candidate_answers[c] for c in part]
+        scores[part] = answer_log_probs(llm, [last] * len(part), answers, cache).per_row().float().cpu()
+    return scores
 
 
 def recall_at_k(scores: torch.Tensor, target: int, k: int) -> float:
