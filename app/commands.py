@@ -12,6 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from app.paths import inside
 from app.pipeline import Artefacts, load_data, load_trained, prepare, prepare_retrieval
 from app.settings import Settings, load_settings
 from retrieval.data import MovieLensData
@@ -82,7 +83,7 @@ def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.servi
         open_session_store(settings.session_store),
         settings.serving,
         text_scorer=ITCTextScorer(artefacts.ilm, artefacts.recommender),
-        session_log=SessionLogWriter(settings.session_log or settings.cache / "logs" / "sessions.jsonl"),
+        session_log=SessionLogWriter(settings.session_log or inside(settings.cache, "logs", "sessions.jsonl")),
         model_id=settings.llm,
         checkpoint_id=artefacts.directory.name,
     )

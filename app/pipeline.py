@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from app.paths import inside
 from app.settings import Settings
 from ilm_model.llm_loading import load_frozen_llm
 from ilm_model.modeling import ItemLanguageModel
@@ -88,7 +89,7 @@ def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArt
     """Load the data, then load the cached retrieval stage or train it."""
     data = load_data(settings)
     log.info("data: %s (%d ratings, %d movies)", data.source, len(data.ratings), len(data.catalogue))
-    root = settings.cache / "artifacts" / f"{data.name}-{fingerprint(settings, data)}"
+    root = inside(settings.cache, "artifacts", f"{data.name}-{fingerprint(settings, data)}")
     root.mkdir(parents=True, exist_ok=True)
     data.catalogue.save(root / "catalogue.json")
     metrics = _read_metrics(root)

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from app.errors import SettingsError
+from app.paths import existing_file, output_file, output_folder, user_path
 from ilm_model.configuration import ILMConfig
 from retrieval.config import RetrievalConfig
 from serving.config import ServingConfig, SessionStoreConfig
@@ -30,6 +31,11 @@ class DataSettings(BaseModel):
         None, description="A local folder in GroupLens format; when unset the data is downloaded into the cache."
     )
     download: bool = Field(True, description="Allow downloading from GroupLens (falls back to ML-100K offline).")
+
+    @field_validator("path")
+    @classmethod
+    def _resolve(cls, path: Path | None) -> Path | None:
+        return None if path is None else user_path(path)
 
 
 class ServerSettings(BaseModel):
@@ -63,6 +69,16 @@ class Settings(BaseSettings):
         description="`memory` or a Redis URL (ILMREC_SESSION_STORE__URL=redis://127.0.0.1:6379/0), and TTL.",
     )
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _cache_is_a_folder(cls, path: Path) -> Path:
+        return output_folder(path)
+
+    @field_validator("session_log")
+    @classmethod
+    def _session_log_is_a_file(cls, path: Path | None) -> Path | None:
+        return None if path is None else output_file(path)
+
     @property
     def cache(self) -> Path:
         return self.cache_dir.expanduser().resolve()
@@ -74,8 +90,8 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings: `overrides` (the CLI's) > env > `config_file` (YAML) > defaults."""
-    if config_file is not None and not Path(config_file).is_file():
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+    if config_file is not None:
+        config_file = existing_file(config_file, "config file")
 
     class _Settings(Settings):
         @classmethod

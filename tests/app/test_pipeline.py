@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.commands import build_service
+from app.errors import SettingsError
 from app.pipeline import load_trained, prepare, prepare_retrieval
 from serving.api.protocol import ChatMessage
 
@@ -96,3 +97,13 @@ def test_interrupted_retrieval_training_resumes_from_its_checkpoint(tiny_setting
     clean = tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"})
     uninterrupted = prepare_retrieval(clean, progress=False)
     assert resumed.metrics["retrieval"]["model"] == uninterrupted.metrics["retrieval"]["model"]
+
+
+def test_artefacts_are_never_written_through_a_symlink_out_of_the_cache(tiny_settings, tmp_path):
+    cache, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    cache.mkdir()
+    elsewhere.mkdir()
+    (cache / "artifacts").symlink_to(elsewhere)
+    with pytest.raises(SettingsError, match=f"refusing to write .*outside {cache.resolve()}"):
+        prepare_retrieval(tiny_settings.model_copy(update={"cache_dir": cache}), progress=False)
+    assert list(elsewhere.iterdir()) == []

@@ -43,3 +43,23 @@ def test_api_keys_are_masked(monkeypatch: pytest.MonkeyPatch):
     shown = load_settings().masked_json()
     assert "sk-very-secret" not in shown
     assert "**********" in shown
+
+
+def test_user_paths_are_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ilmrec.yaml").write_text("cache_dir: ~/cache\nsession_log: logs/../s.jsonl\ndata:\n  path: ~/ml\n")
+    settings = load_settings(Path("~/ilmrec.yaml"))
+    assert settings.cache_dir == settings.cache == tmp_path.resolve() / "cache"
+    assert settings.session_log == tmp_path.resolve() / "s.jsonl"
+    assert settings.data.path == tmp_path.resolve() / "ml"
+
+
+def test_output_paths_of_the_wrong_kind_are_refused(tmp_path: Path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValidationError, match=r"cache_dir\n.*is a file; give a folder to write into"):
+        load_settings(cache_dir=tmp_path / "file")
+    with pytest.raises(ValidationError, match=r"session_log\n.*is a folder; give a file path"):
+        load_settings(session_log=tmp_path)
+    with pytest.raises(FileNotFoundError, match="config file .* is a folder"):
+        load_settings(tmp_path)
