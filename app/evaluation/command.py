@@ -36,6 +36,7 @@ from app.evaluation.systems import (
     TextLLMConfig,
     TextLLMSystem,
 )
+from app.paths import existing_file
 from retrieval.catalogue import Catalogue
 from retrieval.data import MovieLensData
 from retrieval.errors import DataError
@@ -94,9 +95,7 @@ def _import(options: EvalOptions, catalogue: Catalogue, counts: np.ndarray, note
     for name, path in (("redial", options.redial), ("inspired", options.inspired)):
         if path is None:
             continue
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--{name} {path} does not exist")
-        imported = import_crs(name, Path(path), catalogue, counts)
+        imported = import_crs(name, existing_file(path, f"--{name}"), catalogue, counts)
         mapping_path = Path(options.out) / f"entity_mapping_{name}.json"
         write_atomic(mapping_path, imported.mapping.model_dump_json(indent=1).encode())
         stats = imported.mapping.stats
@@ -104,9 +103,7 @@ def _import(options: EvalOptions, catalogue: Catalogue, counts: np.ndarray, note
                  stats.target_occurrences_linked, stats.target_occurrences, 100 * stats.match_rate, mapping_path)
         datasets.append(imported.dataset)
     if options.log is not None:
-        if not Path(options.log).is_file():
-            raise FileNotFoundError(f"--log {options.log} does not exist")
-        datasets.append(import_session_log(Path(options.log), catalogue))
+        datasets.append(import_session_log(existing_file(options.log, "--log"), catalogue))
     return datasets
 
 
@@ -160,9 +157,7 @@ def load_system_configs(path: Path | None) -> dict[str, BaseModel]:
     """`--system-config FILE` (YAML or JSON: system name -> settings) as validated settings models."""
     if path is None:
         return {}
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--system-config {path} does not exist")
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = yaml.safe_load(existing_file(path, "--system-config").read_text()) or {}
     if not isinstance(raw, dict):
         raise DataError(f"--system-config {path}: expected a mapping of system names to settings")
     unknown = sorted(set(raw) - set(SYSTEM_CONFIGS))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from app.paths import output_folder, user_path
+
 DEFAULT_K = (1, 5, 10, 20, 50)
 SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue", "endpoint", "logged")
 DEFAULT_SYSTEMS = ("popularity", "retrieval", "fusion", "text-llm", "dialogue")
@@ -47,6 +49,16 @@ class EvalOptions(BaseModel):
     seed: int = Field(0, description="Seeds the turn sample and every system.")
     k_list: list[int] = Field(default_factory=lambda: list(DEFAULT_K), description="Cut-offs for Recall/NDCG/MRR.")
     progress: bool = Field(True, description="Show a progress bar over turns.")
+
+    @field_validator("redial", "inspired", "log", "system_config", "artefacts")
+    @classmethod
+    def _resolve(cls, path: Path | None) -> Path | None:
+        return None if path is None else user_path(path)
+
+    @field_validator("out")
+    @classmethod
+    def _out_is_a_folder(cls, path: Path) -> Path:
+        return output_folder(path)
 
     @field_validator("systems")
     @classmethod

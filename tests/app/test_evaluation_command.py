@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -45,6 +46,17 @@ def test_options_are_checked():
         EvalOptions(redial="x.jsonl", systems=["logged"])
 
 
+def test_paths_are_resolved_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "report").write_text("")
+    options = EvalOptions(redial="~/crs/test.jsonl", log="~/logs/../s.jsonl", out="~/out")
+    assert (options.redial, options.log, options.out) == (
+        tmp_path.resolve() / "crs" / "test.jsonl", tmp_path.resolve() / "s.jsonl", tmp_path.resolve() / "out"
+    )
+    with pytest.raises(ValidationError, match="report is a file; give a folder to write into"):
+        EvalOptions(redial="x.jsonl", out=tmp_path / "report")
+
+
 def test_flags_become_options():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -52,7 +64,8 @@ def test_flags_become_options():
     args = parser.parse_args(["--redial", "r.jsonl", "--systems", "popularity, retrieval", "--limit", "5", "--seed", "3",
                               "--llm-limit", "40"])
     options = EvalOptions.from_args(args)
-    assert (options.systems, options.limit, options.seed, str(options.redial)) == (["popularity", "retrieval"], 5, 3, "r.jsonl")
+    assert (options.systems, options.limit, options.seed) == (["popularity", "retrieval"], 5, 3)
+    assert options.redial == Path("r.jsonl").resolve()
     assert options.llm_limit == 40
     with_endpoint = EvalOptions.from_args(parser.parse_args(["--redial", "r.jsonl", "--endpoint", "http://h/v1"]))
     assert with_endpoint.systems[-1] == "endpoint"
@@ -183,6 +196,8 @@ def test_system_config_file(tmp_path):
     path.write_text("popularity: {}\n")
     with pytest.raises(DataError, match="no settings for \\['popularity'\\]"):
         load_system_configs(path)
+    with pytest.raises(FileNotFoundError, match="--system-config .* is a folder; give the file itself"):
+        load_system_configs(tmp_path)
     path.write_text("fusion: {text_wieght: 0.5}\n")
     with pytest.raises(ValidationError, match="text_wieght"):
         load_system_configs(path)
