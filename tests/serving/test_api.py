@@ -316,3 +316,17 @@ def test_unreachable_or_corrupt_session_store(catalogue, recommender, soft_table
     assert corrupt.status_code == 500 and corrupt.json()["error"]["code"] == "session_corrupt"
     assert "schema_version" in corrupt.json()["error"]["message"]
     store.close()
+
+
+@pytest.mark.parametrize("session_id", ["../../etc/passwd", "a/b", "..", "x" * 129, "id\r\nSET k v", "ilmrec:*"])
+def test_session_ids_that_could_leave_their_key_or_path_are_refused(client, base_url, service, session_id):
+    message = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as in_body:
+        client.chat.completions.create(model=MODEL, messages=message, extra_body={"session_id": session_id})
+    assert in_body.value.body["param"] == "session_id"
+    if "\r" not in session_id:  # httpx itself refuses a header with a line break
+        in_header = httpx.post(f"{base_url}/v1/chat/completions", json={"model": MODEL, "messages": message},
+                               headers={"Authorization": f"Bearer {KEY}", "X-Session-Id": session_id}, timeout=10)
+        assert in_header.status_code == 400
+    with pytest.raises(InvalidRequestError, match="session_id must be 1-128 of A-Z a-z 0-9 _ -"):
+        service.session(session_id)
