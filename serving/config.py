@@ -87,8 +87,13 @@ class ServingConfig(BaseModel):
         2048, ge=64, description="Context length of the in-process vLLM engine (prompt plus reply tokens)."
     )
     generation_timeout_s: float = Field(
-        60.0, gt=0, description="A reply the LLM has not finished within this many seconds fails with 504 "
-        "(and Retry-After), so no request hangs on a stuck engine."
+        60.0, gt=0, description="A reply the LLM has not finished within this many seconds of starting it fails "
+        "with 504 (and Retry-After), so no request hangs on a stuck engine. Waiting for the engine does not count "
+        "(see queue_timeout_s)."
+    )
+    queue_timeout_s: float = Field(
+        30.0, gt=0, description="A reply the engine has not started within this many seconds (it serves others "
+        "first) fails with 503 and Retry-After before anything is streamed."
     )
 
 

@@ -80,6 +80,15 @@ class EngineUnavailableError(ServingError, RuntimeError):
     retry_after_s = 5
 
 
+class EngineBusyError(ServingError, RuntimeError):
+    """The LLM engine did not start this reply within the queue timeout: it is busy with others."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "engine_busy"
+    retry_after_s = 5
+
+
 class EngineTimeoutError(ServingError, TimeoutError):
     """The LLM engine did not produce the reply within the generation timeout."""
 

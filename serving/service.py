@@ -24,7 +24,7 @@ from ilm_model.item_text import NO_GENRES
 from ilm_model.soft_tokens import SoftTokenTable
 from retrieval.catalogue import Catalogue, Movie
 from retrieval.recommender import PopularityRecommender, Recommender
-from serving.api.protocol import ChatMessage, Recommendation, UsageInfo
+from serving.api.protocol import ChatMessage, PromptTokensDetails, Recommendation, UsageInfo
 from serving.config import ServingConfig
 from serving.dialogue import (
     MOOD_GENRES,
@@ -36,7 +36,7 @@ from serving.dialogue import (
     update_state,
     year_range_text,
 )
-from serving.engines.base import MAX_STOP_STRINGS, FinishReason, LLMEngine, SamplingParams
+from serving.engines.base import FinishReason, LLMEngine, SamplingParams
 from serving.engines.deadline import generate_within
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.linking import Mention, TitleLinker
@@ -44,6 +44,7 @@ from serving.prompts import build_prompt
 from serving.reply_text import SentenceGuard
 from serving.session_log import SessionLogRecord, SessionLogWriter
 from serving.session_store import SESSION_ID_PATTERN, Session, SessionChange, SessionStore, TurnRecord
+from serving.stop_strings import StopFilter
 from serving.text_scores import TextScorer
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ UNKNOWN_TITLES = "I don't know {titles}, so I went by the rest of what you said.
 AMBIGUOUS_TITLE = "I took \"{surface}\" to be {chosen}; if you meant {other}, tell me the year."
 AMBIGUITY_RATIO = 0.25
 """Ask about a name when another movie of that name has at least this share of the chosen one's popularity."""
-REPLY_STOP = "\n"  # the sentence ends at a newline: the grounded list follows it
+REPLY_STOP = "\n"  # the sentence ends at a newline: the grounded list follows it; a client's `stop` strings
+# cut the whole reply instead (`_finish`)
 
 
 class ChatTurn(BaseModel):
@@ -87,16 +89,20 @@ class _Opened:
 class TurnStream(Iterator["str | ChatTurn"]):
     """Text deltas of the reply, then the final `ChatTurn`. `session_id` is known before the first delta."""
 
-    def __init__(self, session_id: str, events: Iterator[str | ChatTurn]):
+    def __init__(
+        self, session_id: str, events: Iterator[str | ChatTurn], release: Callable[[], None] = lambda: None
+    ):
         self.session_id = session_id
         self._events = events
+        self._release = release
 
     def __next__(self) -> str | ChatTurn:
         return next(self._events)
 
     def close(self) -> None:
-        """Stop early (the turn is then not saved) and release the engine."""
+        """Stop early (the turn is then not saved) and release the engine, even before the first event."""
         self._events.close()
+        self._release()
 
 
 class ChatService:
@@ -199,8 +205,8 @@ class ChatService:
         ranked = self.rank(state)
         picks = ranked[: self.config.n_recommendations]
         params = params or SamplingParams()
-        events = self._answer(opened, state, messages[-1].content, picks, ranked, params, started)
-        return TurnStream(opened.session_id, events)
+        events, release = self._answer(opened, state, messages[-1].content, picks, ranked, params, started)
+        return TurnStream(opened.session_id, events, release)
 
     def rank(self, state: DialogueState) -> list[int]:
         """The candidate ranking for `state` (`config.ranking.ranked` long at most); a turn recommends its head."""
@@ -269,13 +275,15 @@ class ChatService:
         ranked: list[int],
         params: SamplingParams,
         started: float,
-    ) -> Iterator[str | ChatTurn]:
-        """Prepare the generation now (so errors surface before streaming); return the event generator."""
+    ) -> tuple[Iterator[str | ChatTurn], Callable[[], None]]:
+        """Start the generation now (so errors, a busy engine included, surface before streaming); return the
+        event generator and what releases the engine when the turn is dropped."""
         if not picks:
             return self._finish(
                 opened, state, user_text, picks, ranked,
-                self._framed(self._fixed(NOTHING_FITS), state, user_text, picks), UsageInfo(), "stop", started,
-            )
+                self._framed(self._fixed(NOTHING_FITS), state, user_text, picks), UsageInfo(), "stop",
+                params.stop, started,
+            ), lambda: None
         prompt = build_prompt(
             self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
             max_user_chars=self.config.max_user_chars_in_prompt,
@@ -283,11 +291,9 @@ class ChatService:
         generation = generate_within(
             self.engine, self.config.generation_timeout_s, prompt.embeds,
             params.model_copy(
-                update={
-                    "max_tokens": min(params.max_tokens, self.config.reply_max_tokens),
-                    "stop": (REPLY_STOP, *(s for s in params.stop if s != REPLY_STOP))[:MAX_STOP_STRINGS],
-                }
+                update={"max_tokens": min(params.max_tokens, self.config.reply_max_tokens), "stop": (REPLY_STOP,)}
             ),
+            queue_timeout_s=self.config.queue_timeout_s,
         )
 
         def sentence() -> Iterator[str]:
@@ -310,12 +316,13 @@ class ChatService:
         def usage() -> UsageInfo:
             u = generation.usage
             return UsageInfo(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens,
-                             total_tokens=u.total_tokens)
+                             total_tokens=u.total_tokens,
+                             prompt_tokens_details=PromptTokensDetails(cached_tokens=u.cached_tokens))
 
         return self._finish(
             opened, state, user_text, picks, ranked, self._framed(sentence, state, user_text, picks), usage,
-            lambda: generation.finish_reason, started,
-        )
+            lambda: generation.finish_reason, params.stop, started,
+        ), generation.close
 
     def _framed(
         self, sentence: Callable[[], Iterator[str]], state: DialogueState, user_text: str, picks: list[int]
@@ -364,18 +371,25 @@ class ChatService:
         sentence: Callable[[], Iterator[str]],
         usage: UsageInfo | Callable[[], UsageInfo],
         finish_reason: FinishReason | Callable[[], FinishReason | None],
+        stops: Sequence[str],
         started: float,
     ) -> Iterator[str | ChatTurn]:
-        """Stream the sentence, then the grounded list; save (and log) the session; end with the ChatTurn."""
+        """Stream the sentence, then the grounded list, both cut before the first of `stops`; save (and log)
+        the session; end with the ChatTurn (whose recommendations are all the picks, whatever the cut)."""
         parts: list[str] = []
         first_token_ms: float | None = None
+        cut = StopFilter(stops)
         deltas = sentence()
         try:
             for delta in deltas:
-                if first_token_ms is None:
-                    first_token_ms = 1000 * (time.perf_counter() - started)
-                parts.append(delta)
-                yield delta
+                shown = cut.feed(delta)
+                if shown:
+                    if first_token_ms is None:
+                        first_token_ms = 1000 * (time.perf_counter() - started)
+                    parts.append(shown)
+                    yield shown
+                if cut.stopped:
+                    break
         finally:
             deltas.close()  # on an early close too: frees the engine
         recommendations = [self._recommendation(self.catalogue[i], state) for i in picks]
@@ -383,10 +397,12 @@ class ChatService:
             f"\n{n}. {self.catalogue[r.item_id].display_title}: {r.reason}"
             for n, r in enumerate(recommendations, start=1)
         )
-        if listing:
-            listing = "\n" + listing
-            parts.append(listing)
-            yield listing
+        shown = cut.feed("\n" + listing if listing else "") + cut.close()
+        if shown:
+            if first_token_ms is None:
+                first_token_ms = 1000 * (time.perf_counter() - started)
+            parts.append(shown)
+            yield shown
         reply = "".join(parts)
         record = TurnRecord(user=user_text, reply=reply, recommended=picks)
         state = self.store.update(opened.session_id, self._commit(opened, state, record)).state
@@ -413,7 +429,8 @@ class ChatService:
             ranked=ranked,
             state=state,
             usage=usage() if callable(usage) else usage,
-            finish_reason=(finish_reason() if callable(finish_reason) else finish_reason) or "stop",
+            finish_reason="stop" if cut.stopped else (finish_reason() if callable(finish_reason) else finish_reason)
+            or "stop",
         )
 
     def _commit(self, opened: _Opened, state: DialogueState, record: TurnRecord) -> SessionChange:

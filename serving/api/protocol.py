@@ -65,10 +65,18 @@ class Recommendation(BaseModel):
     reason: str = Field(description="One line on why, from metadata: shared genres, the mood or a constraint.")
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(0, description="Prompt rows whose KV came from the engine's prefix cache (0 when "
+                               "it has none or does not report it).")
+
+
 class UsageInfo(BaseModel):
+    """Token counts of the LLM's part of a turn (its sentence); the grounded list is not generated."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
 class StreamOptions(BaseModel):

@@ -23,8 +23,10 @@ ERROR_STATUSES = {
     409: "Another turn of the same session is being saved; retry",
     413: "Request body too large",
     500: "Internal error (no details are sent)",
-    503: "The LLM engine or the session store is unavailable; see Retry-After",
-    504: "The LLM engine did not answer in time; see Retry-After",
+    503: "The LLM engine is busy (the reply did not start within serving.queue_timeout_s) or unavailable, or the "
+         "session store is unavailable; see Retry-After",
+    504: "The LLM engine did not finish the reply within serving.generation_timeout_s of starting it; see "
+         "Retry-After",
 }
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:

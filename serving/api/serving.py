@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -50,6 +51,9 @@ def create_error_response(exc: BaseException) -> ErrorResponse:
     if isinstance(exc, (RequestValidationError, ValidationError)):
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+        body_problem = _body_problem(first, getattr(exc, "body", None))
+        if body_problem is not None:
+            return _error(400, body_problem, "invalid_request_error", None, "invalid_request")
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         message = f"{param}: {first['msg']}{more}" if param else f"{first['msg']}{more}"
@@ -63,6 +67,25 @@ def create_error_response(exc: BaseException) -> ErrorResponse:
         return _error(501, str(exc) or "not implemented", "not_implemented", None, "not_implemented")
     log.error("unhandled error while serving a request", exc_info=exc)
     return _error(500, "Internal server error", "internal_server_error", None, None)
+
+
+def _body_problem(error: Mapping[str, Any], body: object) -> str | None:
+    """What is wrong with the body as a whole (not JSON, empty, not an object), or None for a field error.
+    For bad JSON, where: FastAPI reports a character offset, which becomes a line and column."""
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        offset = next((p for p in loc if isinstance(p, int)), 0)
+        where = f"character {offset}"
+        if isinstance(body, str):
+            line = body.count("\n", 0, offset) + 1
+            where = f"line {line}, column {offset - body.rfind(chr(10), 0, offset)} ({where})"
+        reason = (error.get("ctx") or {}).get("error", "malformed")
+        return f"the request body is not valid JSON: {reason} at {where}; send one JSON object"
+    if loc != ("body",):
+        return None
+    if error.get("type") == "missing":
+        return "the request body is empty; send a JSON object with `model` and `messages`"
+    return "the request body must be a JSON object with `model` and `messages` (Content-Type: application/json)"
 
 
 def _error(status: int, message: str, kind: str, param: str | None, code: str | None) -> ErrorResponse:

@@ -6,6 +6,7 @@ behind the same ABC. Prompts are always built server-side from catalogue ids (`s
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
@@ -61,11 +62,22 @@ class GenerationStream(Iterator[str]):
     `produce(stream)` is the engine's decode loop: a generator that yields text deltas and updates
     `stream.usage.completion_tokens` and `stream.finish_reason` as it goes. `close()` stops it early and
     frees what it holds (e.g. the engine lock).
+
+    An engine that serves one generation at a time passes `queued=True` and calls `admit()` once this one
+    has the engine, before prefill: until then it is waiting in the engine's queue, which
+    `serving.engines.deadline.generate_within` bounds apart from the generation itself. Other streams are
+    admitted when created.
     """
 
-    def __init__(self, prompt_tokens: int, produce: Callable[[GenerationStream], Iterator[str]]):
+    def __init__(self, prompt_tokens: int, produce: Callable[[GenerationStream], Iterator[str]], *,
+                 queued: bool = False):
         self.usage = Usage(prompt_tokens=prompt_tokens)
         self.finish_reason: FinishReason | None = None
+        self.admitted = threading.Event()
+        self._withdrawn = False
+        self._admission = threading.Lock()
+        if not queued:
+            self.admitted.set()
         self._deltas = produce(self)
 
     def __next__(self) -> str:
@@ -73,6 +85,21 @@ class GenerationStream(Iterator[str]):
 
     def close(self) -> None:
         self._deltas.close()
+
+    def admit(self) -> bool:
+        """Called by the engine when it starts this generation; False if it was withdrawn while queued (the
+        engine then returns without decoding)."""
+        with self._admission:
+            if not self._withdrawn:
+                self.admitted.set()
+            return not self._withdrawn
+
+    def withdraw(self) -> bool:
+        """Give up a queued generation: True if it was not admitted yet (the engine will skip it), False
+        if it already started."""
+        with self._admission:
+            self._withdrawn = not self.admitted.is_set()
+            return self._withdrawn
 
 
 class LLMEngine(ABC):

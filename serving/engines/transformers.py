@@ -1,7 +1,8 @@
 """In-process engine over a Hugging Face causal LM: prefill from `inputs_embeds`, then a KV-cache decode loop.
 
 fp32 (the CPU machines here run bf16 slower); one generation at a time, guarded by a lock held while a
-stream is being consumed. Greedy decoding matches `model.generate(inputs_embeds=..., do_sample=False)`.
+stream is being consumed (the streams are `queued`: admitted once they hold the lock). Greedy decoding
+matches `model.generate(inputs_embeds=..., do_sample=False)`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from serving.engines.base import GenerationStream, LLMEngine, SamplingParams
 from serving.errors import EngineUnavailableError, InvalidRequestError, PromptTooLongError
+from serving.stop_strings import first_stop, held_back
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ class TransformersEngine(LLMEngine):
                 param="max_tokens",
             )
         prompt = prompt_embeds.detach().to(self._device, torch.float32)
-        return GenerationStream(n_prompt, lambda stream: self._decode(prompt, params, stream))
+        return GenerationStream(n_prompt, lambda stream: self._decode(prompt, params, stream), queued=True)
 
     def health(self) -> bool:
         return self._model is not None
@@ -86,6 +88,8 @@ class TransformersEngine(LLMEngine):
         with self._lock:
             if self._model is None:
                 raise EngineUnavailableError("the LLM engine is closed")
+            if not stream.admit():
+                return
             rng = torch.Generator(device=self._device)
             if params.seed is None:
                 rng.seed()
@@ -103,7 +107,7 @@ class TransformersEngine(LLMEngine):
                     break
                 token_ids.append(token)
                 text = self._tokenizer.decode(token_ids, skip_special_tokens=True)
-                stop_at = _first_stop(text, params.stop)
+                stop_at = first_stop(text, params.stop)
                 if stop_at is not None:
                     if stop_at > emitted:
                         yield text[emitted:stop_at]
@@ -155,20 +159,8 @@ def _choose(logits: torch.Tensor, params: SamplingParams, rng: torch.Generator) 
     return int(order[choice])
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Index where the earliest stop string starts in `text`, or None."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
-
-
 def _held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters to hold: an unfinished UTF-8 character or a possible stop-string start."""
     if text.endswith(REPLACEMENT_CHAR):
         return len(text) - len(text.rstrip(REPLACEMENT_CHAR))
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:n]):
-                longest = n
-                break
-    return longest
+    return held_back(text, stops)

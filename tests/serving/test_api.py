@@ -318,6 +318,93 @@ def test_unreachable_or_corrupt_session_store(catalogue, recommender, soft_table
     store.close()
 
 
+def ask(client: openai.OpenAI, text: str = "I loved Toy Story and Finding Nemo", **params):
+    return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}], **params)
+
+
+def streamed_text(chunks) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_stop_cuts_the_whole_reply_before_the_stop_string(client):
+    reply = ask(client, temperature=0).choices[0].message.content
+    listing = reply.index("\n\n1. ")
+    for stop, expected in ((reply[listing - 2 : listing + 4], reply[: listing - 2]),  # spans sentence and list
+                           ("\n2. ", reply[: reply.index("\n2. ")])):
+        cut = ask(client, temperature=0, stop=[stop, "never-there"])
+        assert cut.choices[0].message.content == expected and cut.choices[0].finish_reason == "stop"
+        assert len(cut.model_extra["recommendations"]) == 5, "the structured picks are not cut"
+        chunks = list(ask(client, temperature=0, stop=stop, stream=True))
+        assert streamed_text(chunks) == expected
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
+def test_finish_reason_is_length_when_max_tokens_ends_the_sentence(client):
+    full = ask(client, temperature=0)
+    assert full.choices[0].finish_reason == "stop" and full.usage.completion_tokens > 1
+    short = ask(client, temperature=0, max_tokens=1)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 1
+    assert short.choices[0].message.content != full.choices[0].message.content
+    assert len(short.model_extra["recommendations"]) == 5, "the grounded list still follows"
+
+
+def test_n_1_is_accepted_and_n_2_refused_in_openai_error_schema(client, base_url):
+    assert len(ask(client, n=1).choices) == 1
+    with pytest.raises(openai.BadRequestError) as two:
+        ask(client, n=2)
+    assert two.value.status_code == 400
+    assert two.value.body == {"message": "n: Value error, only n=1 is supported; send one request per completion",
+                              "type": "invalid_request_error", "param": "n", "code": "invalid_request"}
+
+
+def test_temperature_seed_and_top_p_change_sampling_as_documented(client):
+    reply = lambda **params: ask(client, "I loved Heat", **params).choices[0].message.content  # noqa: E731
+    greedy = reply(temperature=0)
+    assert reply(temperature=0, seed=99) == greedy, "greedy ignores the seed"
+    assert reply(temperature=2, seed=5) == reply(temperature=2, seed=5), "a seed repeats a sampled reply"
+    sampled = {reply(temperature=2, seed=seed) for seed in range(6)}
+    assert len(sampled) > 1, "different seeds at a high temperature give different replies"
+    assert reply(temperature=2, top_p=1e-9, seed=5) == greedy, "a tiny top_p keeps only the likeliest token"
+
+
+def test_async_streaming_usage_chunk_matches_the_full_response(base_url):
+    async def talk():
+        async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=KEY, max_retries=0, timeout=60) as aclient:
+            message = [{"role": "user", "content": "I loved Memento"}]
+            stream = await aclient.chat.completions.create(model=MODEL, messages=message, temperature=0,
+                                                           stream=True, stream_options={"include_usage": True})
+            chunks = [chunk async for chunk in stream]
+            full = await aclient.chat.completions.create(model=MODEL, messages=message, temperature=0)
+            return chunks, full
+
+    chunks, full = asyncio.run(talk())
+    *content, last = chunks
+    assert last.choices == [] and all(c.usage is None for c in content)
+    assert streamed_text(chunks) == full.choices[0].message.content
+    assert last.usage.model_dump() == full.usage.model_dump()
+    assert 0 < last.usage.completion_tokens and last.usage.total_tokens == (
+        last.usage.prompt_tokens + last.usage.completion_tokens)
+    # no prefix cache in the transformers engine: reported as 0, always present
+    assert last.usage.prompt_tokens_details.cached_tokens == full.usage.prompt_tokens_details.cached_tokens == 0
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"model": "m",\n "messages": tru}', "the request body is not valid JSON: Expecting value at line 2, "
+                                           "column 14 (character 28); send one JSON object"),
+    (b"{not json", "the request body is not valid JSON: Expecting property name enclosed in double quotes at "
+                   "line 1, column 2 (character 1); send one JSON object"),
+    (b"", "the request body is empty; send a JSON object with `model` and `messages`"),
+    (b"[1, 2]", "the request body must be a JSON object with `model` and `messages` (Content-Type: "
+                "application/json)"),
+])
+def test_a_malformed_body_gets_a_message_saying_what_and_where(base_url, body, message):
+    raw = httpx.post(f"{base_url}/v1/chat/completions", content=body, timeout=10,
+                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert raw.status_code == 400
+    assert raw.json() == {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                    "code": "invalid_request"}}
+
+
 @pytest.mark.parametrize("session_id", ["../../etc/passwd", "a/b", "..", "x" * 129, "id\r\nSET k v", "ilmrec:*"])
 def test_session_ids_that_could_leave_their_key_or_path_are_refused(client, base_url, service, session_id):
     message = [{"role": "user", "content": "hi"}]
