@@ -199,3 +199,29 @@ def test_resuming_a_finished_run_trains_no_more(synthetic, tmp_path):
     again = train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path, resume=True)
     assert again.history == first.history
     assert again.metrics == first.metrics
+
+
+@pytest.mark.parametrize("overrides", [{"model": "mf"}, {"loss": "softmax", "sampling": "popularity", "eval_every": 2}])
+def test_interrupted_in_process_then_resumed_equals_uninterrupted(synthetic, tmp_path, monkeypatch, caplog, overrides):
+    import retrieval.train
+
+    config = RetrievalConfig(**{**FAST, "epochs": 5, **overrides})
+    expected = train_retrieval(synthetic, config, progress=False)
+    real_loss, calls = retrieval.train._loss, []
+
+    def interrupt(*args, **kwargs):
+        if (tmp_path / CHECKPOINT_FILE).exists():
+            calls.append(1)
+            if len(calls) == 9:
+                raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(retrieval.train, "_loss", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path, checkpoint_every=2)
+    monkeypatch.setattr(retrieval.train, "_loss", real_loss)
+    with caplog.at_level("INFO", logger="retrieval.train"):
+        resumed = train_retrieval(synthetic, config, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert "resumed from epoch 2" in caplog.text
+    assert [r.loss for r in resumed.history] == [r.loss for r in expected.history]
+    assert resumed.metrics == expected.metrics and resumed.best_epoch == expected.best_epoch
