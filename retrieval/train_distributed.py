@@ -9,6 +9,7 @@ rescaled so that the update equals the single-process one (`retrieval.distribute
 one process. `--init-method file:///path` rendezvouses through a file instead of torchrun's TCP store.
 Rank 0 writes, atomically, `<out>/metrics.json` (test and popularity metrics, best epoch, history, config,
 world size) and the recommender to `<out>/recommender/` (`TwoTowerRecommender.load` reads it).
+`--checkpoint-dir DIR` checkpoints every epoch there (rank 0 writes) and resumes from a checkpoint found there.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         replicas = Replicas.from_process_group()
         data = load_movielens(args.dataset, path=Path(args.data_path) if args.data_path else None)
-        result = train_retrieval(data, config, progress=args.progress, replicas=replicas)
+        checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+        result = train_retrieval(
+            data, config, progress=args.progress, replicas=replicas, checkpoint_dir=checkpoints, resume=True
+        )
         if replicas.is_main:
             save_result(result, Path(args.out), replicas.world)
             print(json.dumps({name: str(value) for name, value in result.metrics.items()}, ensure_ascii=False))
@@ -95,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-path", help="a GroupLens folder of that data set (else cache / download)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a RetrievalConfig field")
     parser.add_argument("--out", required=True, help="folder for metrics.json and recommender/ (rank 0 writes)")
+    parser.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from one found here")
     parser.add_argument("--init-method", default="env://", help="torch.distributed rendezvous (default: torchrun's)")
     parser.add_argument("--threads", type=int, help="torch threads per replica (default: CPUs / replicas)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)

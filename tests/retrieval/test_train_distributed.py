@@ -28,7 +28,8 @@ def _argv(movielens_dir, out, extra=()):
 def runs(movielens_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     assert main(_argv(movielens_dir, root / "one")) == 0
-    argv = [*_argv(movielens_dir, root / "two"), "--init-method", f"file://{root / 'rendezvous'}"]
+    argv = [*_argv(movielens_dir, root / "two"), "--init-method", f"file://{root / 'rendezvous'}",
+            "--checkpoint-dir", str(root / "checkpoints")]
     mp.start_processes(_replica, args=(2, argv), nprocs=2, join=True, start_method="spawn")
     return [json.loads((root / name / "metrics.json").read_text()) for name in ("one", "two")], root
 
@@ -53,6 +54,16 @@ def test_rank_zero_saves_a_loadable_recommender(runs, movielens_dir):
     ids, _ = recommender.recommend([1, 2, 3], k=3)
     assert set(ids.tolist()) <= set(range(1, 11))  # the animation cluster
     assert not [p.name for p in (root / "two").iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_the_two_replica_checkpoint_resumes_in_one_process(runs, movielens_dir, caplog):
+    (_, two), root = runs
+    with caplog.at_level("INFO", logger="retrieval.train"):
+        argv = [*_argv(movielens_dir, root / "resumed"), "--checkpoint-dir", str(root / "checkpoints")]
+        assert main(argv) == 0
+    assert f"resumed from epoch {len(two['history'])}" in caplog.text
+    resumed = json.loads((root / "resumed" / "metrics.json").read_text())
+    assert resumed["metrics"] == two["metrics"] and resumed["history"] == two["history"]
 
 
 def test_bad_override_is_a_one_line_error(movielens_dir, tmp_path, capsys):
