@@ -57,7 +57,14 @@ class QFormerConfig(BaseModel):
     )
     num_cf_tokens: int = Field(4, gt=0, description="n_kv: the CF vector is projected to this many key/value tokens.")
     cf_token_size: int = Field(384, gt=0, description="d_kv: width of each CF key/value token.")
-    embed_dim: int = Field(256, gt=0, description="Width of the normalised ITC space of queries and text [CLS].")
+    embed_dim: int = Field(256, gt=0, description="Width of the normalised ITC space of queries and text.")
+    text_pooling: Literal["mean", "cls"] = Field(
+        "mean",
+        description="ITC text feature from the mean of the real text token states (all-MiniLM-L6-v2's own "
+        "sentence pooling) or the [CLS] state (BLIP-2's BERT). MiniLM's [CLS] is no sentence embedding: through "
+        "2 layers every ML-latest-small item text got the same [CLS] feature (pairwise cosine 1.0000) and ITC "
+        "stayed at log(batch) for 100 steps.",
+    )
     max_text_length: int = Field(48, gt=2, description="Item texts are truncated to this many tokens ([CLS]..[SEP]).")
     initial_temperature: float = Field(0.07, gt=0, description="Start of the learned ITC temperature (BLIP-2: 0.07).")
     temperature_bounds: tuple[float, float] = Field(

@@ -118,9 +118,18 @@ class ItemLanguageModel(nn.Module):
         """Query outputs `[B, K, H]` -> L2-normalised ITC item features `[B, K, d]`."""
         return F.normalize(self.item_projection(query_states), dim=-1)
 
-    def text_features(self, text_states: torch.Tensor) -> torch.Tensor:
-        """Text outputs `[B, T, H]` -> L2-normalised ITC feature of the [CLS] position `[B, d]`."""
-        return F.normalize(self.text_projection(text_states[:, 0]), dim=-1)
+    def text_features(self, text_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text outputs `[B, T, H]` (real tokens where `attention_mask [B, T]` is 1; all when None) -> L2-normalised
+        ITC feature `[B, d]` of the pooled text: normalize(W pool(h) + b), pool = masked mean over tokens, or the
+        [CLS] position (`qformer.text_pooling`)."""
+        if self.config.qformer.text_pooling == "cls":
+            pooled = text_states[:, 0]
+        else:
+            if attention_mask is None:
+                attention_mask = torch.ones(text_states.shape[:2], device=text_states.device)
+            weights = attention_mask.to(text_states.dtype)[..., None]
+            pooled = (text_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return F.normalize(self.text_projection(pooled), dim=-1)
 
     def encode_items(self, cf_embeddings: torch.Tensor) -> torch.Tensor:
         """CF item vectors `[B, d_cf]` -> ITC item features `[B, K, d]` (text->item score: max over K of dot)."""
@@ -130,7 +139,7 @@ class ItemLanguageModel(nn.Module):
         """Texts (descriptions, chat requests) -> ITC text features `[B, d]`."""
         batch = self.tokenize(texts).to(self.adaptor.weight.device)
         states = self.qformer(input_ids=batch["input_ids"], text_attention_mask=batch["attention_mask"]).text_states
-        return self.text_features(states)
+        return self.text_features(states, batch["attention_mask"])
 
     def itg_logits(self, text_states: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
         """Text outputs of a causal pass `[..., H]` -> next-token logits `[..., vocab]` (or over the token ids

@@ -89,7 +89,7 @@ def phase1_losses(
     if config.itc_weight or config.itm_weight:
         unimodal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="unimodal")
         similarity = max_query_similarity(
-            model.item_features(unimodal.query_states), model.text_features(unimodal.text_states)
+            model.item_features(unimodal.query_states), model.text_features(unimodal.text_states, attention_mask)
         )
         itc = itc_loss(similarity, temperature) if config.itc_weight else None
 

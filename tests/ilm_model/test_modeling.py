@@ -36,6 +36,23 @@ def test_shapes_and_normalisation(tiny_config):
     assert model.temperature_value().item() == pytest.approx(0.07)
 
 
+@torch.no_grad()
+def test_text_feature_pools_the_real_tokens(tiny_config):
+    model = _model(tiny_config)
+    states, mask = torch.randn(2, 4, 32), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    expected = torch.nn.functional.normalize(model.text_projection(torch.stack(
+        [states[0, :2].mean(0), states[1].mean(0)])), dim=-1)
+    torch.testing.assert_close(model.text_features(states, mask), expected)
+    # padding does not move a text's feature: alone or beside a longer text
+    alone = model.encode_text(["Up (2009)"])
+    beside = model.encode_text(["Up (2009)", "The Lord of the Rings: The Two Towers (2002). Genres: Adventure"])
+    torch.testing.assert_close(alone[0], beside[0], atol=1e-5, rtol=1e-5)
+    cls_model = _model(tiny_config.model_copy(update={"qformer": tiny_config.qformer.model_copy(
+        update={"text_pooling": "cls"})}))
+    cls_expected = torch.nn.functional.normalize(cls_model.text_projection(states[:, 0]), dim=-1)
+    torch.testing.assert_close(cls_model.text_features(states, mask), cls_expected)
+
+
 def test_itg_head_is_tied_to_word_embeddings(tiny_config):
     model = _model(tiny_config)
     states = torch.randn(1, 3, 32)
