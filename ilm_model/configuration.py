@@ -127,6 +127,13 @@ class Phase1Config(BaseModel):
         "and two hard negatives per item triples the Q-Former work per step, and nothing downstream reads the "
         "ITM head yet (it re-ranks text->item retrieval).",
     )
+    itm_items: int | None = Field(
+        None,
+        ge=1,
+        description="ITM on the first n items of each (shuffled) batch: their positive pairs, a hard-negative "
+        "text per item and a hard-negative item per text, 3n rows, negatives still drawn from the whole batch's "
+        "ITC similarities. None: every item of the batch (BLIP-2; 3 x batch_size rows, the costliest pass).",
+    )
     iic_weight: float = Field(
         0.0,
         ge=0,
@@ -154,6 +161,8 @@ class Phase1Config(BaseModel):
             raise ValueError(
                 "phase 1 needs at least one of itc_weight, itg_weight, itm_weight, iic_weight, uic_weight > 0"
             )
+        if self.itm_items is not None and self.itm_items > self.batch_size:
+            raise ValueError(f"itm_items {self.itm_items} exceeds batch_size {self.batch_size}; lower it or use None")
         return self
 
 

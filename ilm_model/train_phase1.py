@@ -103,14 +103,16 @@ def phase1_losses(
     if config.itm_weight:
         with torch.no_grad():
             negative_text, negative_item = sample_hard_negatives(similarity, temperature, generator)
-        batch = cf_embeddings.shape[0]
+        n = cf_embeddings.shape[0] if config.itm_items is None else min(config.itm_items, cf_embeddings.shape[0])
+        negative_text, negative_item = negative_text[:n], negative_item[:n]
+        cf, ids, mask = cf_embeddings[:n], input_ids[:n], attention_mask[:n]
         joint = model.qformer(
-            torch.cat([cf_embeddings, cf_embeddings, cf_embeddings[negative_item]]),
-            torch.cat([input_ids, input_ids[negative_text], input_ids]),
-            torch.cat([attention_mask, attention_mask[negative_text], attention_mask]),
+            torch.cat([cf, cf, cf_embeddings[negative_item]]),
+            torch.cat([ids, input_ids[negative_text], ids]),
+            torch.cat([mask, attention_mask[negative_text], mask]),
             attention="bidirectional",
         )
-        labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(input_ids.device)
+        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(input_ids.device)
         itm = itm_loss(model.itm_logits(joint.query_states), labels)
 
     iic = iic_loss(*item_pairs.features(model), temperature, item_pairs.exclude()) if config.iic_weight else None

@@ -71,6 +71,28 @@ def test_itg_over_the_text_vocabulary_is_below_the_full_softmax(tiny_config, cat
     assert abs(restricted.item() - math.log(len(text_vocabulary(ids, mask)))) < 1.5
 
 
+@torch.no_grad()
+def test_itm_on_the_first_items_matches_pair_by_pair(tiny_config, catalogue, cf_embeddings):
+    from ilm_model.objectives import max_query_similarity, sample_hard_negatives
+
+    model = ItemLanguageModel.from_config(tiny_config).eval()
+    cf, ids, mask = _batch(model, catalogue, cf_embeddings)
+    config = Phase1Config(itc_weight=0, itg_weight=0, itm_weight=1.0, itm_items=2, batch_size=6)
+    itm = phase1_losses(model, cf, ids, mask, config, torch.Generator().manual_seed(3)).itm
+    uni = model.qformer(cf, ids, mask, attention="unimodal")
+    sim = max_query_similarity(model.item_features(uni.query_states), model.text_features(uni.text_states, mask))
+    neg_text, neg_item = sample_hard_negatives(sim, model.temperature_value(), torch.Generator().manual_seed(3))
+    pairs = [(a, a, 1) for a in range(2)] + [(a, int(neg_text[a]), 0) for a in range(2)]
+    pairs += [(int(neg_item[a]), a, 0) for a in range(2)]
+    terms = []
+    for item, text, label in pairs:
+        out = model.qformer(cf[item : item + 1], ids[text : text + 1], mask[text : text + 1], attention="bidirectional")
+        terms.append(-torch.log_softmax(model.itm_logits(out.query_states)[0], -1)[label])
+    torch.testing.assert_close(itm, torch.stack(terms).mean(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="itm_items"):
+        Phase1Config(itm_weight=1.0, itm_items=40, batch_size=32)
+
+
 def test_needs_aligned_pairs(tiny_config, cf_embeddings):
     model = ItemLanguageModel.from_config(tiny_config)
     with pytest.raises(ValueError, match="aligned"):
