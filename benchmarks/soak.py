@@ -1,12 +1,16 @@
 """Soak test of the chat API: a steady request rate over several sessions for a bounded time.
 
     python -m benchmarks.soak [--minutes 10] [--warmup-minutes 1] [--rate 2] [--sessions 8]
-        [--turns-per-session 8] [--out benchmarks/results]
+        [--turns-per-session 8] [--system tiny|product] [--data-path DIR] [--artefacts RUN_FOLDER]
+        [--out benchmarks/results]
 
-Serves the tiny test system (random 2-layer chat LLM, synthetic 40-movie catalogue, briefly trained
-two-tower recommender, random soft tokens; built into a temporary folder, nothing is trained for long) with
-uvicorn in a child process on a free loopback port (`tests.serving.api_process`, in-memory session store),
-then sends turns at `--rate` per second (open loop: one is due every 1/rate s) to `--sessions` conversations
+`--system tiny` (default) serves the tiny test system (random 2-layer chat LLM, synthetic 40-movie catalogue,
+briefly trained two-tower recommender, random soft tokens; built into a temporary folder, nothing is trained for
+long) with uvicorn in a child process (`tests.serving.api_process`). `--system product` serves the product's
+chat service on its embedded defaults over trained artefacts (SmolLM2-135M in the transformers engine; the run
+folder `--artefacts`, or the one the settings name: `make run` trains it) through the serving benchmark's API
+child (`benchmarks.serving --serve transformers`), which never trains. Either listens on a free loopback port
+with the in-memory session store. The benchmark then sends turns at `--rate` per second (open loop: one is due every 1/rate s) to `--sessions` conversations
 in turn, alternating streamed and plain requests; a conversation starts afresh after `--turns-per-session`
 turns. A turn that is due while its conversation is still busy is skipped and counted (the server fell
 behind). An error is any non-200 status, an `error` event in a stream, a missing `[DONE]` or a failed
@@ -34,13 +38,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from benchmarks.gpu_vllm import percentile
+from retrieval.storage import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-MODEL_NAME = "ilmrec-test"  # the name tests.serving.api_process serves under
 START_TIMEOUT_S = 300
 TURN_TIMEOUT_S = 120
 TARGET_GROWTH = 0.10
@@ -56,6 +62,9 @@ class Options(BaseModel):
     sessions: int = Field(8, ge=1, description="Conversations kept going at once.")
     turns_per_session: int = Field(8, ge=1, description="Turns before a conversation starts afresh.")
     sample_s: float = Field(5.0, gt=0, description="Seconds between RSS samples.")
+    system: Literal["tiny", "product"] = Field("tiny", description="What is served (see the module docstring).")
+    data_path: str = Field("", description="--system product: the MovieLens folder the artefacts were trained on.")
+    artefacts: str = Field("", description="--system product: a finished run folder ('' = the settings' own).")
     out: Path = Field(RESULTS, description="Folder for soak.json and soak.md.")
 
     def model_post_init(self, _: object) -> None:
@@ -154,9 +163,11 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-async def one_turn(client, text: str, session_id: str | None, stream: bool) -> tuple[str | None, str | None]:
+async def one_turn(
+    client, model: str, text: str, session_id: str | None, stream: bool
+) -> tuple[str | None, str | None]:
     """Send a turn; returns (session id, error or None)."""
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": text}], "stream": stream}
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream}
     if session_id:
         body["session_id"] = session_id
     try:
@@ -181,6 +192,7 @@ async def one_turn(client, text: str, session_id: str | None, stream: bool) -> t
 async def drive(url: str, pid: int, options: Options) -> tuple[list[TurnResult], list[RssSample], int]:
     import httpx
 
+    model = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
     duration_s, interval = 60 * options.minutes, 1 / options.rate
     turns: list[TurnResult] = []
     rss: list[RssSample] = []
@@ -200,7 +212,7 @@ async def drive(url: str, pid: int, options: Options) -> tuple[list[TurnResult],
         k = done_turns[s] % options.turns_per_session
         text = USER_TURNS[k % len(USER_TURNS)].format(title=TITLES[s % len(TITLES)])
         sent = time.monotonic()
-        session_id, error = await one_turn(client, text, None if k == 0 else session_ids[s], stream=n % 2 == 1)
+        session_id, error = await one_turn(client, model, text, None if k == 0 else session_ids[s], stream=n % 2 == 1)
         turns.append(TurnResult(at_s=sent - start, latency_s=time.monotonic() - sent, stream=n % 2 == 1,
                                 error=error))
         session_ids[s] = session_id
@@ -228,13 +240,30 @@ async def drive(url: str, pid: int, options: Options) -> tuple[list[TurnResult],
     return sorted(turns, key=lambda t: t.at_s), rss, skipped
 
 
-def start_api(system: Path, port: int, log_path: Path) -> subprocess.Popen:
+def api_command(options: Options, tmp: Path, port: int) -> list[str]:
+    """The API child's command line."""
+    if options.system == "product":
+        from benchmarks import serving
+
+        child = serving.Options(
+            engines=["transformers"], sessions=[1], turns=1, max_tokens=48, config=None, note=None,
+            data_path=Path(options.data_path) if options.data_path else None,
+            artefacts=Path(options.artefacts) if options.artefacts else None, untrained_ilm=False, out=tmp,
+        )
+        serve = ["--serve", "transformers", "--port", str(port), "--options", child.model_dump_json()]
+        return [sys.executable, "-m", "benchmarks.serving", *serve]
+    from tests.tiny_system import write_tiny_system
+
+    system = write_tiny_system(tmp / "system")
+    return [sys.executable, "-m", "tests.serving.api_process", str(system), str(port)]
+
+
+def start_api(command: list[str], port: int, log_path: Path) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = open(log_path, "wb")  # noqa: SIM115 - the child writes to it for its whole life
-    process = subprocess.Popen([sys.executable, "-m", "tests.serving.api_process", str(system), str(port)],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
@@ -250,13 +279,11 @@ def start_api(system: Path, port: int, log_path: Path) -> subprocess.Popen:
 
 def run(options: Options, command: str) -> Report:
     from tests.serving.conftest import free_port
-    from tests.tiny_system import write_tiny_system
 
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ilmrec-soak-") as tmp:
-        system = write_tiny_system(Path(tmp) / "system")
         port = free_port()
-        process = start_api(system, port, Path(tmp) / "api.log")
+        process = start_api(api_command(options, Path(tmp), port), port, Path(tmp) / "api.log")
+        load_before = os.getloadavg()
         try:
             turns, rss, skipped = asyncio.run(drive(f"http://127.0.0.1:{port}", process.pid, options))
         finally:
@@ -275,6 +302,14 @@ def run(options: Options, command: str) -> Report:
     )
 
 
+SERVED = {
+    "tiny": "the tiny test system (random 2-layer chat LLM, hidden 256; synthetic 40-movie catalogue; briefly "
+    "trained two-tower recommender; random soft tokens)",
+    "product": "the product's chat service on its embedded defaults (frozen SmolLM2-135M in the transformers "
+    "engine, trained retrieval model and ILM of the run folder {artefacts})",
+}
+
+
 def markdown(report: Report) -> str:
     s, o = report.summary, report.options
 
@@ -282,13 +317,13 @@ def markdown(report: Report) -> str:
         return "-" if value is None else format(value, fmt)
 
     growth_ok = s.growth is not None and s.growth < TARGET_GROWTH
+    served = SERVED[o.system].format(artefacts=f"`{o.artefacts}`" if o.artefacts else "the settings name")
     return "\n".join([
         "# Soak test of the chat API",
         "",
         f"Command: `{report.command}`",
         "",
-        f"What ran: the tiny test system (random 2-layer chat LLM, hidden 256; synthetic 40-movie catalogue; "
-        f"briefly trained two-tower recommender; random soft tokens), served by uvicorn in a child process "
+        f"What ran: {served}, served by uvicorn in a child process "
         f"on loopback with the in-memory session store; {o.rate:g} turns/s over {o.sessions} sessions of "
         f"{o.turns_per_session} turns, half of them streamed, for {o.minutes:g} min ({o.warmup_minutes:g} min "
         f"warm-up), at nice {report.niceness}. Machine: {report.machine}; load average "
@@ -313,8 +348,8 @@ def markdown(report: Report) -> str:
 def write_results(report: Report, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "soak.json", out / "soak.md"
-    json_path.write_text(report.model_dump_json(indent=1) + "\n")
-    md_path.write_text(markdown(report))
+    write_atomic(json_path, (report.model_dump_json(indent=1) + "\n").encode())
+    write_atomic(md_path, markdown(report).encode())
     return json_path, md_path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from benchmarks.soak import (
     parse_args,
     rss_mib,
     slope,
+    api_command,
     start_api,
     summarise,
     write_results,
@@ -63,9 +66,10 @@ def test_summary_leaves_out_the_warm_up():
 def test_a_short_drive_of_the_api_process(saved_system, tmp_path):
     options = Options(minutes=0.15, warmup_minutes=0.05, rate=4, sessions=3, turns_per_session=3, sample_s=1,
                       out=tmp_path)
-    process = start_api(saved_system, free_port(), tmp_path / "api.log")
+    port = free_port()
+    command = [sys.executable, "-m", "tests.serving.api_process", str(saved_system), str(port)]
+    process = start_api(command, port, tmp_path / "api.log")
     try:
-        port = int(process.args[-1])
         turns, rss, skipped = asyncio.run(drive(f"http://127.0.0.1:{port}", process.pid, options))
     finally:
         process.terminate()
@@ -79,6 +83,18 @@ def test_a_short_drive_of_the_api_process(saved_system, tmp_path):
     json_path, md_path = write_results(report, tmp_path)
     assert json.loads(json_path.read_text())["summary"]["errors"] == 0
     assert "| turns | errors |" in md_path.read_text() and "python -m benchmarks.soak" in md_path.read_text()
+
+
+def test_the_product_is_served_by_the_serving_benchmarks_api_child_over_a_run_folder(tmp_path):
+    from benchmarks import serving
+
+    command = api_command(Options(system="product", data_path="/data/ml", artefacts="/runs/a"), tmp_path, 8123)
+    assert command[1:7] == ["-m", "benchmarks.serving", "--serve", "transformers", "--port", "8123"]
+    child = serving.Options.model_validate_json(command[command.index("--options") + 1])
+    assert (child.artefacts, child.data_path, child.untrained_ilm) == (Path("/runs/a"), Path("/data/ml"), False)
+    assert serving.Options.model_validate_json(api_command(Options(system="product"), tmp_path, 1)[-1]).artefacts is None
+    tiny = api_command(Options(), tmp_path, 8123)
+    assert tiny[1:3] == ["-m", "tests.serving.api_process"] and Path(tiny[3]).is_dir()
 
 
 def test_rss_of_this_process():
