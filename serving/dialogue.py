@@ -392,7 +392,7 @@ def candidates(
     personalised = set(pool)
     pool += [i for i in by_popularity if i not in personalised]
 
-    allowed = [i for i in dict.fromkeys(pool) if i not in seen and _passes(catalogue[i], state)]
+    allowed = [i for i in dict.fromkeys(pool) if i not in seen and passes_constraints(catalogue[i], state)]
     if not allowed:
         return []
     base = {item: 1.0 - rank / len(allowed) for rank, item in enumerate(allowed)}
@@ -467,7 +467,12 @@ def _standardise(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _passes(movie: Movie, state: DialogueState) -> bool:
+def has_constraints(state: DialogueState) -> bool:
+    """Whether the state holds a hard filter (an excluded genre or a year bound)."""
+    return bool(state.exclude_genres) or state.year_min is not None or state.year_max is not None
+
+
+def passes_constraints(movie: Movie, state: DialogueState) -> bool:
     """Hard filters: no excluded genre, inside the year range (an unknown year fails a stated range)."""
     if set(movie.genres) & set(state.exclude_genres):
         return False

@@ -8,7 +8,9 @@ dialogue removed (`seen_excluded`, the published setting). A target mentioned ea
 otherwise `rec`; `all` pools both. Under `seen_excluded` a `dis` target can never be found, by definition.
 
 Per turn, also: latency, the share of the first `REPEAT_K` recommendations that repeat a mentioned movie,
-and, for systems that talk, how many movie names the reply contains and how many are not in the catalogue.
+how many of them break the user's hard constraints (genres ruled out, a year range) as our dialogue state
+reads the user's messages (`serving.dialogue.read_history`; the same reading for every system), and, for
+systems that talk, how many movie names the reply contains and how many are not in the catalogue.
 
 A system may be given only some of the turns (`only`, e.g. a seeded sample for the slow LLM systems). Each
 system's summary then covers the turns it saw, and `common_summaries` scores every system again on the
@@ -47,6 +49,8 @@ from app.evaluation.metrics import (
 )
 from app.evaluation.systems import System, SystemContext, SystemFailure
 from retrieval.catalogue import Catalogue
+from serving.dialogue import DialogueState, has_constraints, passes_constraints, read_history
+from serving.linking import TitleLinker
 
 MODES = ("seen_excluded", "seen_kept")
 CONDITIONS = ("rec", "dis", "all")
@@ -85,6 +89,9 @@ class TurnResult(BaseModel):
     out_of_catalogue_ids: int = Field(0, description="Returned ids that are not catalogue ids (dropped).")
     latency_ms: float
     repeat_share: float | None = Field(None, description=f"Share of the first {REPEAT_K} already mentioned.")
+    constraint_violations: int | None = Field(
+        None, description=f"Of the first {REPEAT_K}, how many break the user's hard constraints; None: none stated."
+    )
     named_titles: int = 0
     unresolved_titles: int = 0
     failure: str | None = None
@@ -108,6 +115,8 @@ class SystemSummary(BaseModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     repeat_share: MeanStderr
+    constrained_turns: int = Field(0, description="Turns where the user had stated a hard constraint.")
+    constraint_violations: int = Field(0, description=f"Items among their first {REPEAT_K} that break one.")
     named_titles: int
     unresolved_titles: int
     out_of_catalogue_name_share: float | None = Field(description="Unresolved / named titles in replies.")
@@ -182,6 +191,7 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"`only` names systems that are not evaluated: {unknown}")
     max_k = k_list[-1]
+    constraints = user_constraints(dataset_rows, catalogue)
     rows: list[RowResult] = []
     turns: list[TurnResult] = []
     for system in systems:
@@ -189,7 +199,7 @@ def run_evaluation(
         wanted = set(only[system.name]) if system.name in only else None
         mine = [t for t in dataset_rows if wanted is None or turn_key(t) in wanted]
         for turn in tqdm(mine, desc=system.name, unit="turn", disable=not progress):
-            replayed = _replay_turn(system, turn, catalogue, max_k)
+            replayed = _replay_turn(system, turn, catalogue, max_k, constraints.get(turn_key(turn)))
             if replayed is not None:
                 rows += replayed[0]
                 turns.append(replayed[1])
@@ -229,8 +239,19 @@ def _common_summaries(
     return summaries
 
 
+def user_constraints(turns: Sequence[EvalTurn], catalogue: Catalogue) -> dict[TurnKey, DialogueState]:
+    """The dialogue state of each turn whose user messages so far state a hard constraint."""
+    linker = TitleLinker(catalogue)
+    states = {}
+    for turn in turns:
+        state = read_history([(u.role, u.text) for u in turn.context], linker, catalogue)
+        if has_constraints(state):
+            states[turn_key(turn)] = state
+    return states
+
+
 def _replay_turn(
-    system: System, turn: EvalTurn, catalogue: Catalogue, max_k: int
+    system: System, turn: EvalTurn, catalogue: Catalogue, max_k: int, constraints: DialogueState | None
 ) -> tuple[list[RowResult], TurnResult] | None:
     """The turn's rows and figures for `system`; None when the system does not answer such turns."""
     context = SystemContext(
@@ -264,6 +285,9 @@ def _replay_turn(
         system=system.name, dataset=turn.dataset, dialogue_id=turn.dialogue_id, turn_id=turn.turn_id,
         returned=len(known), out_of_catalogue_ids=len(ids) - len(known), latency_ms=latency,
         repeat_share=repeat_share(known, mentioned, REPEAT_K), named_titles=len(reply_names),
+        constraint_violations=None if constraints is None else sum(
+            not passes_constraints(catalogue[i], constraints) for i in known[:REPEAT_K]
+        ),
         unresolved_titles=len(unresolved), failure=failure,
     )
     return row_results, turn_result
@@ -304,6 +328,8 @@ def _summarise(
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
         repeat_share=mean_stderr([t.repeat_share for t in my_turns if t.repeat_share is not None]),
+        constrained_turns=sum(t.constraint_violations is not None for t in my_turns),
+        constraint_violations=sum(t.constraint_violations or 0 for t in my_turns),
         named_titles=named,
         unresolved_titles=unresolved,
         out_of_catalogue_name_share=share(unresolved, named),

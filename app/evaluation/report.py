@@ -170,11 +170,12 @@ def _sections(result: EvaluationResult) -> list[_Section]:
         sections.append(
             _Section(
                 title=f"{dataset.name}: behaviour per turn",
-                headers=["system", "turns", "failed", f"repeat share @{result.repeat_k}", "named titles",
+                headers=["system", "turns", "failed", f"repeat share @{result.repeat_k}",
+                         f"constraint violations @{result.repeat_k} (turns with constraints)", "named titles",
                          "out-of-catalogue names", "out-of-catalogue ids", "latency p50 ms", "latency p95 ms"],
                 rows=[
                     [s.system, str(s.turns), str(s.failed_turns), _pm(s.repeat_share) if s.repeat_share.n else "n/a",
-                     str(s.named_titles), _share(s.unresolved_titles, s.named_titles), str(s.out_of_catalogue_ids),
+                     f"{s.constraint_violations} ({s.constrained_turns})", str(s.named_titles), _share(s.unresolved_titles, s.named_titles), str(s.out_of_catalogue_ids),
                      _num(s.latency_p50_ms, 1), _num(s.latency_p95_ms, 1)]
                     for s in summaries
                 ],

@@ -145,3 +145,24 @@ def test_misuse_is_refused():
         run_evaluation(TURNS, [], CATALOGUE, progress=False)
     with pytest.raises(ValueError, match=">= 1"):
         run_evaluation(TURNS, [Fixed("a", [])], CATALOGUE, k_list=[0, 5], progress=False)
+
+
+def test_recommendations_that_break_the_users_hard_constraints_are_counted_per_turn():
+    catalogue = Catalogue([
+        Movie(item_id=1, title="Scream", year=1996, genres=["Horror"]),
+        Movie(item_id=2, title="Amelie", year=2001, genres=["Comedy", "Romance"]),
+        Movie(item_id=3, title="Heat", year=1995, genres=["Crime"]),
+        Movie(item_id=4, title="Up", year=2009, genres=["Animation"]),
+    ])
+    turns = [
+        EvalTurn(dataset="toy", dialogue_id="d", turn_id="1", targets=[2], mentioned=[],
+                 context=[Utterance(role="user", text="something after 2000, no horror please")]),
+        EvalTurn(dataset="toy", dialogue_id="d", turn_id="2", targets=[2], mentioned=[],
+                 context=[Utterance(role="user", text="any good movie?")]),
+    ]
+    result = run_evaluation(turns, [Fixed("fixed", [1, 2, 3, 4])], catalogue, k_list=[1], seed=0, progress=False)
+    constrained, free = result.turns
+    assert constrained.constraint_violations == 2  # Scream (horror, 1996) and Heat (1995); Amelie and Up pass
+    assert free.constraint_violations is None
+    summary = result.summary("fixed", "toy")
+    assert (summary.constrained_turns, summary.constraint_violations) == (1, 2)
