@@ -70,3 +70,11 @@ def test_each_loss_picks_its_learning_rate_on_validation_and_the_temporal_split_
         assert {r["params"]["learning_rate"] for r in strong["rows"] if r["loss"] == loss} == {lr}
     assert temporal["learning_rates"] == strong["learning_rates"]
     assert "Learning-rate tuning" in (out / "retrieval.md").read_text()
+
+
+def test_rerender_writes_the_report_again_from_the_json(report):
+    out, result = report
+    (out / "retrieval.md").unlink()
+    assert main(["--rerender", "--out", str(out)]) == 0
+    markdown = (out / "retrieval.md").read_text()
+    assert result["command"] in markdown and "What this run tried for them: a learning rate per loss" in markdown
