@@ -68,6 +68,11 @@ class ServingConfig(BaseModel):
     reply_max_chars: int = Field(
         200, ge=20, description="The LLM's sentence is cut at this many characters (at a word boundary)."
     )
+    prompt_items: int = Field(
+        3, ge=1, le=20, description="How many of the picks (the best first) the LLM's prompt shows, each as its soft "
+        "tokens and description; the reply lists all `n_recommendations`. Fewer rows to prefill: a sooner first "
+        "token (about 34 rows per item with 8 soft tokens)."
+    )
     max_user_chars_in_prompt: int = Field(
         400, ge=1, description="The latest user message is cut to this many characters inside the LLM prompt."
     )

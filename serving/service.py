@@ -87,12 +87,15 @@ class _Opened:
 
 
 class TurnStream(Iterator["str | ChatTurn"]):
-    """Text deltas of the reply, then the final `ChatTurn`. `session_id` is known before the first delta."""
+    """Text deltas of the reply, then the final `ChatTurn`. `session_id` and `recommendations` (the turn's
+    picks, as the final `ChatTurn` has them) are known before the first delta."""
 
     def __init__(
-        self, session_id: str, events: Iterator[str | ChatTurn], release: Callable[[], None] = lambda: None
+        self, session_id: str, events: Iterator[str | ChatTurn], recommendations: list[Recommendation],
+        release: Callable[[], None] = lambda: None,
     ):
         self.session_id = session_id
+        self.recommendations = recommendations
         self._events = events
         self._release = release
 
@@ -206,7 +209,7 @@ class ChatService:
         picks = ranked[: self.config.n_recommendations]
         params = params or SamplingParams()
         events, release = self._answer(opened, state, messages[-1].content, picks, ranked, params, started)
-        return TurnStream(opened.session_id, events, release)
+        return TurnStream(opened.session_id, events, self.describe(picks, state), release)
 
     def rank(self, state: DialogueState) -> list[int]:
         """The candidate ranking for `state` (`config.ranking.ranked` long at most); a turn recommends its head."""
@@ -285,7 +288,7 @@ class ChatService:
                 params.stop, started,
             ), lambda: None
         prompt = build_prompt(
-            self.engine, user_text, state, picks, self.catalogue, self.soft_tokens,
+            self.engine, user_text, state, picks[: self.config.prompt_items], self.catalogue, self.soft_tokens,
             max_user_chars=self.config.max_user_chars_in_prompt,
         )
         generation = generate_within(

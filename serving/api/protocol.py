@@ -192,7 +192,8 @@ class ChunkChoice(BaseModel):
 
 
 class ChatCompletionChunk(BaseModel):
-    """One SSE event. `recommendations` is set on the chunk that carries `finish_reason`."""
+    """One SSE event. `recommendations` is set on the first chunk (with the role) and on the one that
+    carries `finish_reason`."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -205,7 +206,7 @@ class ChatCompletionChunk(BaseModel):
 
     def to_sse(self, include_usage: bool) -> str:
         """`data: <json>` as OpenAI sends it: `usage` (null until the last chunk) only when the client asked
-        for it with `stream_options.include_usage`; `recommendations` only on the finishing chunk."""
+        for it with `stream_options.include_usage`; `recommendations` only on the first and the finishing chunk."""
         omit = {"usage"} if not include_usage else set()
         if self.recommendations is None:
             omit.add("recommendations")

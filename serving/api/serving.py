@@ -151,9 +151,11 @@ class OpenAIServingChat:
 class SSEStream(Iterator[str]):
     """`data: <chunk JSON>` events for one streamed turn, then `data: [DONE]`.
 
-    First a chunk with the assistant role, then one per text delta, then a chunk with `finish_reason`,
-    `recommendations` and `session_id`; with `stream_options.include_usage`, a last chunk with no choices and
-    the usage. An error after streaming has begun is sent as an `{"error": ...}` event before `[DONE]`.
+    First a chunk with the assistant role and the turn's `recommendations` (known before the LLM starts, so a
+    client can show the picks at once), then one per text delta, then a chunk with `finish_reason`,
+    `recommendations` (the same) and `session_id`; with `stream_options.include_usage`, a last chunk with no
+    choices and the usage. An error after streaming has begun is sent as an `{"error": ...}` event before
+    `[DONE]`.
     """
 
     def __init__(self, turns: TurnStream, model: str, include_usage: bool):
@@ -177,7 +179,8 @@ class SSEStream(Iterator[str]):
             return body.to_sse(include_usage)
 
         try:
-            yield chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
+            yield chunk(choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))],
+                        recommendations=turns.recommendations)
             for event in turns:
                 if isinstance(event, ChatTurn):
                     yield chunk(

@@ -3,10 +3,16 @@
 fp32 (the CPU machines here run bf16 slower); one generation at a time, guarded by a lock held while a
 stream is being consumed (the streams are `queued`: admitted once they hold the lock). Greedy decoding
 matches `model.generate(inputs_embeds=..., do_sample=False)`.
+
+Prefix reuse: the engine keeps the KV cache of the previous prompt, and a prompt that starts with at least
+`MIN_REUSED_ROWS` of the same rows (the chat template's constant head, typically) prefills only the rest;
+the reused rows are reported as `Usage.cached_tokens`. A row's KV depends only on the rows before it, so
+the reply is the one a full prefill gives.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import threading
@@ -22,6 +28,8 @@ from serving.stop_strings import first_stop, held_back
 log = logging.getLogger(__name__)
 
 REPLACEMENT_CHAR = "\ufffd"  # what a byte-level tokenizer decodes a half-finished UTF-8 sequence to
+MIN_REUSED_ROWS = 16
+"""Fewer shared rows than this are prefilled again: copying the cache would cost about what it saves."""
 
 
 class TransformersEngine(LLMEngine):
@@ -42,6 +50,7 @@ class TransformersEngine(LLMEngine):
         # transformers 5.2x renamed `past_key_values` to `cache` (the old name warns); accept either
         self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
         self._lock = threading.Lock()
+        self._previous: tuple[torch.Tensor, object] | None = None  # (prompt rows, KV after its prefill)
 
     @property
     def hidden_size(self) -> int:
@@ -82,6 +91,7 @@ class TransformersEngine(LLMEngine):
     def close(self) -> None:
         with self._lock:
             self._model = None
+            self._previous = None
 
     def _decode(self, prompt: torch.Tensor, params: SamplingParams, stream: GenerationStream) -> Iterator[str]:
         """Prefill, then one token per step; yields text that can no longer turn into a stop string."""
@@ -95,7 +105,7 @@ class TransformersEngine(LLMEngine):
                 rng.seed()
             else:
                 rng.manual_seed(params.seed)
-            logits, cache = self._forward(inputs_embeds=prompt[None])
+            logits, cache = self._prefill(prompt, stream)
             token_ids: list[int] = []
             emitted = 0
             text = ""
@@ -125,6 +135,29 @@ class TransformersEngine(LLMEngine):
                 stream.finish_reason = "length"
             if len(text) > emitted:
                 yield text[emitted:]
+
+    def _prefill(self, prompt: torch.Tensor, stream: GenerationStream) -> tuple[torch.Tensor, object]:
+        """The forward pass over `prompt` `[T, H]`, reusing the previous prompt's KV for the rows they share."""
+        reused = _shared_rows(self._previous[0], prompt) if self._previous is not None else 0
+        cache = self._reusable(reused) if reused >= MIN_REUSED_ROWS else None
+        if cache is not None:
+            logits, cache = self._forward(inputs_embeds=prompt[None, reused:], **{self._cache_arg: cache})
+        else:
+            reused = 0
+            logits, cache = self._forward(inputs_embeds=prompt[None])
+        stream.usage.cached_tokens = reused
+        self._previous = (prompt, copy.deepcopy(cache))  # decoding extends `cache` in place
+        return logits, cache
+
+    def _reusable(self, rows: int) -> object | None:
+        """A copy of the previous prompt's KV cut to its first `rows`, or None where the cache cannot be cut."""
+        assert self._previous is not None
+        cache = copy.deepcopy(self._previous[1])
+        try:
+            cache.crop(rows - cache.get_seq_length())  # a negative count removes that many from the end
+        except (AttributeError, ValueError, RuntimeError, NotImplementedError):
+            return None
+        return cache
 
     def _forward(self, **inputs: object) -> tuple[torch.Tensor, object]:
         """Logits of the last position `[vocab]` and the updated KV cache."""
@@ -157,6 +190,15 @@ def _choose(logits: torch.Tensor, params: SamplingParams, rng: torch.Generator) 
     keep = (sorted_probs.cumsum(0) - sorted_probs) < params.top_p
     choice = torch.multinomial(sorted_probs * keep, 1, generator=rng)
     return int(order[choice])
+
+
+def _shared_rows(previous: torch.Tensor, prompt: torch.Tensor) -> int:
+    """How many leading rows `prompt` shares exactly with `previous`, leaving at least one row to prefill."""
+    n = min(previous.shape[0], prompt.shape[0] - 1)
+    if n <= 0:
+        return 0
+    differs = (previous[:n] != prompt[:n]).any(dim=1).nonzero()
+    return int(differs[0]) if len(differs) else n
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:

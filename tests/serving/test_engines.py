@@ -130,3 +130,24 @@ def test_closed_engine_is_unhealthy(tiny_llm):
     assert not engine.health()
     with pytest.raises(EngineUnavailableError):
         list(engine.generate(torch.zeros(3, engine.hidden_size), SamplingParams(max_tokens=2)))
+
+
+def test_a_shared_prompt_head_reuses_the_previous_kv_and_keeps_the_reply(tiny_llm):
+    from serving.engines.transformers import MIN_REUSED_ROWS, TransformersEngine
+
+    model, tokenizer = tiny_llm
+    engine = TransformersEngine(model, tokenizer)  # its own: the reuse depends on the previous prompt
+    head = engine.embed_tokens(_chat_ids(tokenizer, "Recommend me a movie like Heat, please, with some action"))
+    rows = torch.randn(6, engine.hidden_size, generator=torch.Generator().manual_seed(3))
+    tail = engine.embed_tokens(tokenizer("Say something nice.", add_special_tokens=False)["input_ids"])
+    params = SamplingParams(max_tokens=12)
+    cached, replies = [], []
+    for prompt in (torch.cat([head, rows, tail]), torch.cat([head, -rows, tail]), torch.cat([head, rows, tail]),
+                   torch.cat([head[: MIN_REUSED_ROWS - 1], rows])):
+        stream = engine.generate(prompt, params)
+        replies.append("".join(stream))
+        cached.append(stream.usage.cached_tokens)
+        expected = _hf_greedy(model, prompt, 12)
+        assert replies[-1] == tokenizer.decode(expected, skip_special_tokens=True), "reuse never changes a reply"
+    assert cached == [0, head.shape[0], head.shape[0], 0]  # the last shares too few rows to reuse them
+    assert replies[0] == replies[2] != replies[1]
