@@ -9,8 +9,10 @@ For each engine it starts the real API (`serving.api.server.build_app` over the 
 `vllm-remote` first a vLLM OpenAI server with `--enable-prompt-embeds` (both with 1 GiB of KV cache and
 vLLM's OpenMP threads on both cores). After one warm-up turn, per level N, N sessions talk at
 once through the official `openai` async client, each turn streamed and continuing its session by
-`session_id`. Per turn it records the time to the first text delta (TTFT), the time to the last one and the
-LLM's completion tokens (`usage`, `stream_options.include_usage`). The vLLM engines need `vllm` (run it from
+`session_id`. Per turn it records the time to the first text delta (TTFT: the first word of the LLM's
+sentence, the first text a chat client prints), the time to the first chunk carrying the structured
+recommendations (`picks`, sent before the LLM starts), the time to the last delta and the LLM's completion
+and prompt tokens, cached ones included (`usage`, `stream_options.include_usage`). The vLLM engines need `vllm` (run it from
 .venv-vllm, `make vllm`); by default every engine importable here runs. Writes `serving.json` (every figure)
 and `serving.md` (the table, the targets, the load average) into `--out`.
 
@@ -84,8 +86,10 @@ class Turn(BaseModel):
 
     session_id: str | None = None
     ttft_s: float = 0.0
+    picks_s: float | None = Field(None, description="Seconds to the first chunk with `recommendations`.")
     last_s: float = 0.0
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
 
@@ -99,11 +103,13 @@ class Level(BaseModel):
     errors: int
     ttft_ms_p50: float | None
     ttft_ms_p95: float | None
+    picks_ms_p50: float | None = Field(None, description="Median time to the first chunk with the picks.")
     ms_per_token_p50: float | None
     ms_per_token_p95: float | None
     tokens_per_s: float | None = Field(description="LLM completion tokens of all turns / wall time.")
     mean_completion_tokens: float | None
     mean_prompt_tokens: float | None = Field(description="Prompt rows (text + soft tokens) the LLM read per turn.")
+    mean_cached_tokens: float | None = Field(None, description="Of those, rows whose KV the engine reused.")
     wall_s: float
     load_average: tuple[float, float] = Field(description="1-minute load average at the start and the end.")
     first_error: str | None = None
@@ -167,6 +173,7 @@ def summarise(engine: Engine, sessions: int, wall_s: float, turns: Sequence[Turn
     ok = [t for t in turns if t.error is None]
     per_token = [1000 * (t.last_s - t.ttft_s) / (t.completion_tokens - 1) for t in ok if t.completion_tokens > 1]
     ttft = [1000 * t.ttft_s for t in ok]
+    picks = [1000 * t.picks_s for t in ok if t.picks_s is not None]
     errors = [t.error for t in turns if t.error is not None]
     return Level(
         engine=engine,
@@ -175,11 +182,13 @@ def summarise(engine: Engine, sessions: int, wall_s: float, turns: Sequence[Turn
         errors=len(errors),
         ttft_ms_p50=percentile(ttft, 0.5) if ttft else None,
         ttft_ms_p95=percentile(ttft, 0.95) if ttft else None,
+        picks_ms_p50=percentile(picks, 0.5) if picks else None,
         ms_per_token_p50=percentile(per_token, 0.5) if per_token else None,
         ms_per_token_p95=percentile(per_token, 0.95) if per_token else None,
         tokens_per_s=sum(t.completion_tokens for t in ok) / wall_s if wall_s > 0 else None,
         mean_completion_tokens=statistics.fmean(t.completion_tokens for t in ok) if ok else None,
         mean_prompt_tokens=statistics.fmean(t.prompt_tokens for t in ok) if ok else None,
+        mean_cached_tokens=statistics.fmean(t.cached_tokens for t in ok) if ok else None,
         wall_s=wall_s,
         load_average=load_average,
         first_error=errors[0] if errors else None,
@@ -238,14 +247,20 @@ def write_results(report: Report, out: Path) -> tuple[Path, Path]:
         f"ranged {min(loads, default=0):.1f}-{max(loads, default=0):.1f} during these runs (column `load`, "
         "at the start and end of each level), so absolute numbers are pessimistic and vary between runs.",
         "",
-        "| engine | sessions | turns | errors | TTFT p50 ms | TTFT p95 ms | ms/token p50 | ms/token p95 "
-        "| tokens/s (aggregate) | mean tokens/turn | mean prompt rows | wall s | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "TTFT is the time to the first text delta, the first word of the LLM's sentence; `picks` is the time to "
+        "the first chunk that carries the structured recommendations (sent before the LLM starts). Prompt rows "
+        "are text + soft tokens; `cached` of them had their KV reused (prefix caching).",
+        "",
+        "| engine | sessions | turns | errors | TTFT p50 ms | TTFT p95 ms | picks p50 ms | ms/token p50 "
+        "| ms/token p95 | tokens/s (aggregate) | mean tokens/turn | mean prompt rows | mean cached rows | wall s "
+        "| load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {m.engine} | {m.sessions} | {m.turns} | {m.errors} | {cell(m.ttft_ms_p50)} | {cell(m.ttft_ms_p95)} "
-        f"| {cell(m.ms_per_token_p50, 1)} | {cell(m.ms_per_token_p95, 1)} | {cell(m.tokens_per_s, 1)} "
-        f"| {cell(m.mean_completion_tokens, 1)} | {cell(m.mean_prompt_tokens)} | {m.wall_s:.1f} | {m.load_average[0]:.1f}-{m.load_average[1]:.1f} |"
+        f"| {cell(m.picks_ms_p50)} | {cell(m.ms_per_token_p50, 1)} | {cell(m.ms_per_token_p95, 1)} "
+        f"| {cell(m.tokens_per_s, 1)} | {cell(m.mean_completion_tokens, 1)} | {cell(m.mean_prompt_tokens)} "
+        f"| {cell(m.mean_cached_tokens)} | {m.wall_s:.1f} | {m.load_average[0]:.1f}-{m.load_average[1]:.1f} |"
         for m in report.levels
     ]
     lines += ["", "| target (2 cores, SmolLM2-135M) | measured |", "|---|---|"]
@@ -259,7 +274,7 @@ def write_results(report: Report, out: Path) -> tuple[Path, Path]:
 
 async def _turn(client, session_id: str | None, text: str, max_tokens: int) -> Turn:
     started = time.perf_counter()
-    first = last = None
+    first = last = picks = None
     usage = None
     try:
         stream = await client.chat.completions.create(
@@ -270,6 +285,8 @@ async def _turn(client, session_id: str | None, text: str, max_tokens: int) -> T
         async for chunk in stream:
             session_id = chunk.model_extra.get("session_id", session_id)
             usage = chunk.usage or usage
+            if picks is None and chunk.model_extra.get("recommendations"):
+                picks = time.perf_counter() - started
             if chunk.choices and chunk.choices[0].delta.content:
                 last = time.perf_counter() - started
                 first = last if first is None else first
@@ -277,8 +294,9 @@ async def _turn(client, session_id: str | None, text: str, max_tokens: int) -> T
         return Turn(session_id=session_id, error=f"{type(exc).__name__}: {exc}"[:300])
     if first is None or last is None or usage is None:
         return Turn(session_id=session_id, error="the stream carried no text or no usage")
-    return Turn(session_id=session_id, ttft_s=first, last_s=last, prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens)
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Turn(session_id=session_id, ttft_s=first, picks_s=picks, last_s=last, prompt_tokens=usage.prompt_tokens,
+                cached_tokens=getattr(details, "cached_tokens", None) or 0, completion_tokens=usage.completion_tokens)
 
 
 async def _session(client, session: int, turns: int, max_tokens: int) -> list[Turn]:

@@ -95,7 +95,7 @@ def test_report_files(tmp_path):
     md = md_path.read_text()
     assert "`python -m benchmarks.serving --engines transformers`" in md and "- nice: 10" in md
     assert "**The machine is shared**" in md and "ranged 1.0-2.0" in md  # 750 ms / 9 tokens below
-    assert "| transformers | 1 | 1 | 0 | 250 | 250 | 83.3 | 83.3 | 10.0 | 10.0 | 200 | 1.0 | 1.0-2.0 |" in md
+    assert "| transformers | 1 | 1 | 0 | 250 | 250 | n/a | 83.3 | 83.3 | 10.0 | 10.0 | 200 | 0 | 1.0 | 1.0-2.0 |" in md
     assert "- transformers x 16: TimeoutError" in md
 
 
@@ -104,5 +104,6 @@ def test_a_level_of_concurrent_sessions_through_the_api(service):
         wall, turns = asyncio.run(run_level(url, sessions=3, turns=2, max_tokens=4))
     assert len(turns) == 6 and all(t.error is None for t in turns)
     assert all(0 < t.ttft_s <= t.last_s <= wall and 1 <= t.completion_tokens <= 4 < t.prompt_tokens for t in turns)
+    assert all(0 < t.picks_s <= t.ttft_s for t in turns), "the picks arrive before the sentence"
     sessions = {t.session_id for t in turns}
     assert len(sessions) == 3 and all(service.store.load(s).state.turn == 2 for s in sessions)
