@@ -1,7 +1,7 @@
 """ILM benchmark: the Item-Language Model against its baselines and its own ablations, all trained and scored
 the same way on MovieLens with the frozen LLM.
 
-    nice -n 15 .venv/bin/python -m benchmarks.ilm --data-path ../shared/data/ml-latest-small
+    nice -n 10 .venv/bin/python -m benchmarks.ilm --data-path ../shared/data/ml-latest-small
 
 Variants: the full ILM (phase 1 = ITC + ITG + ITM + IIC + UIC, then the phase-2 multitask mix), each phase-1
 loss left out, ITC + ITG + ITM alone, K in {1, 4, 8, 16, 32}, and the baselines: a CoLLM-style MLP adaptor on the
@@ -16,7 +16,7 @@ tokens, nothing trained). Metrics:
 
 CF item vectors come from the cached retrieval stage of `ilmrec train` (`--retrieval-dir`, default: the newest
 `~/.cache/ilmrec/artifacts/*/retrieval` with a DONE marker); user vectors are its fold-in of each history.
-The defaults are a reduced scale that fits about 40 minutes on 2 shared CPU cores; the report states it.
+The defaults are a reduced scale that fits about 40 minutes on one thread of 2 shared CPU cores; the report states it.
 Writes `benchmarks/results/ilm.json` (every figure), `ilm.md` (the report, headed by the command) and PNG plots.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -60,7 +61,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 LOSSES = ("itc", "itg", "itm", "iic", "uic")
 K_VALUES = (1, 4, 8, 16, 32)
-TEXT_ONLY_DESCRIBE = "Describe this movie as 'Title (Year). Genres: A, B': {item}"
+# every system's describe prompt (trained on in phase 2; the text-only baseline is told the format the same way)
+DESCRIBE = "Describe this movie as 'Title (Year). Genres: A, B': {item}"
 
 
 @dataclass
@@ -92,6 +94,9 @@ class Scale:
     heldout_items: int
     max_new_tokens: int
     history_length: int
+    phase1_lr: float = 3e-4
+    phase2_lr: float = 5e-4
+    itm_items: int | None = None
 
 
 @dataclass
@@ -108,19 +113,20 @@ class Prepared:
 
 FULL = "ILM (all losses, K=8)"
 BASE = "ILM ITC+ITG+ITM only"
-WITH_IIC = "ILM ITC+ITG+ITM+IIC"
+WITH_IIC = "ablation: ITC+ITG+ITM+IIC"
+WITHOUT_IIC = "ablation: without IIC"
 
 
 def variants(ablation_phase2: bool) -> list[Variant]:
-    """The systems in run order: the full protocol (phase 1 + 2, every metric) for the ILM, the IIC comparison
-    and the baselines; then the loss and K ablations (phase 1 only unless `ablation_phase2`)."""
+    """The systems in run order: the full protocol (phase 1 + 2, every metric) for the ILM, the ILM without IIC
+    (and UIC) and the baselines; then the loss and K ablations (phase 1 only unless `ablation_phase2`)."""
     out = [
         Variant(FULL, "ilm"),
         Variant(BASE, "ilm", losses=("itc", "itg", "itm")),
-        Variant(WITH_IIC, "ilm", losses=("itc", "itg", "itm", "iic")),
         Variant("Baseline: MLP adaptor on CF (CoLLM-style)", "mlp"),
         Variant("Baseline: random Q-Former, no phase 1", "ilm", phase1=False, pretrained_text=False),
         Variant("Baseline: text-only prompts (titles)", "text"),
+        Variant(WITH_IIC, "ilm", losses=("itc", "itg", "itm", "iic"), phase2=ablation_phase2),
     ]
     # "without UIC" is WITH_IIC and "K=8" is FULL: their phase-1 numbers are read from those rows
     out += [
@@ -189,7 +195,8 @@ def ilm_config(variant: Variant, scale: Scale, cf_dim: int, llm_hidden: int) -> 
         ),
         phase1=Phase1Config(
             steps=scale.phase1_steps if variant.phase1 else 0, batch_size=scale.batch_size,
-            warmup_steps=max(1, scale.phase1_steps // 10), **weights,
+            warmup_steps=max(1, scale.phase1_steps // 10), learning_rate=scale.phase1_lr,
+            itm_items=scale.itm_items, **weights,
         ),
         phase2=phase2_config(scale),
     ).for_data(cf_dim, llm_hidden)
@@ -198,7 +205,8 @@ def ilm_config(variant: Variant, scale: Scale, cf_dim: int, llm_hidden: int) -> 
 def phase2_config(scale: Scale) -> Phase2Config:
     return Phase2Config(
         steps=scale.phase2_steps, batch_size=scale.phase2_batch, warmup_steps=max(1, scale.phase2_steps // 10),
-        describe_weight=1.0, next_item_weight=1.0, conversation_weight=0.5, history_length=scale.history_length,
+        learning_rate=scale.phase2_lr, instruction=DESCRIBE, describe_weight=2.0, next_item_weight=1.0,
+        conversation_weight=0.5, history_length=scale.history_length,
     )
 
 
@@ -256,8 +264,7 @@ def evaluate(variant: Variant, model, prep: Prepared, scale: Scale, llm, tokeniz
     blocks_of = item_blocks(variant, model, prep, llm, tokenizer)
     out: dict[str, float] = {}
     tick = time.perf_counter()
-    instruction = TEXT_ONLY_DESCRIBE if variant.kind == "text" else Phase2Config().instruction
-    describe_prompt = ItemPrompt.build(tokenizer, instruction)
+    describe_prompt = ItemPrompt.build(tokenizer, DESCRIBE)
     rows = np.random.default_rng(1).choice(prep.train_rows, size=scale.describe_items, replace=False)
     bodies = [describe_prompt.embed_blocks(llm, blocks_of([r])) for r in rows]
     generated = generate_from_bodies(llm, tokenizer, bodies, scale.max_new_tokens)
@@ -316,33 +323,38 @@ def _fmt(r: dict, key: str) -> str:
     return f"{r[key]:.3f}" if key in r else "n/a"
 
 
+def _verdict(claim: str, ours: float, theirs: float) -> str:
+    gap = ours - theirs
+    return f"{claim}: {'met' if gap > 0 else 'MISSED'} ({ours:.3f} vs {theirs:.3f}, {gap:+.3f})"
+
+
 def targets(results: dict[str, dict], cost: list[dict]) -> list[str]:
-    """The issue's targets, each held or missed and by how much."""
+    """The issue's targets, each met or missed and by how much."""
     ilm = results[FULL]
     lines = []
-    for metric in ("next_item_recall@10", "title_accuracy"):
+    for metric in ("next_item_recall@10", "title_accuracy", "genre_f1"):
         for name, r in results.items():
-            if name.startswith("Baseline"):
-                gap = ilm[metric] - r[metric]
-                lines.append(
-                    f"ILM beats {name} on {metric}: {'held' if gap > 0 else 'MISSED'} "
-                    f"({ilm[metric]:.3f} vs {r[metric]:.3f}, {gap:+.3f})"
-                )
-    base, with_iic = results[BASE], results[WITH_IIC]
+            if name.startswith("Baseline") and metric in r:
+                lines.append(_verdict(f"ILM beats {name} on {metric}", ilm[metric], r[metric]))
+    base = results[BASE]
     for metric in ("next_item_recall@10", "title_accuracy", "genre_f1", "itc_recall@10_after_phase1"):
-        gap = with_iic[metric] - base[metric]
-        lines.append(
-            f"IIC improves over ITC+ITG+ITM alone on {metric}: {'held' if gap > 0 else 'MISSED'} "
-            f"({with_iic[metric]:.3f} vs {base[metric]:.3f}, {gap:+.3f})"
-        )
+        lines.append(_verdict(f"IIC + UIC (the full ILM) improve over ITC+ITG+ITM alone on {metric}",
+                              ilm[metric], base[metric]))
+    phase1 = "itc_recall@10_after_phase1"
+    if WITH_IIC in results:
+        lines.append(_verdict(f"IIC improves over ITC+ITG+ITM alone on {phase1}", results[WITH_IIC][phase1],
+                              base[phase1]))
+    if WITHOUT_IIC in results:
+        lines.append(_verdict(f"IIC improves the full ILM over the ILM without IIC on {phase1}", ilm[phase1],
+                              results[WITHOUT_IIC][phase1]))
     text = next(c for c in cost if c["prompt"] == "text descriptions")
     for c in cost:
         if c["prompt"].startswith("soft"):
             shorter, faster = text["tokens"] / c["tokens"], text["ttft_seconds"] / c["ttft_seconds"]
             lines.append(
                 f"{c['prompt']} vs text descriptions: prompt {shorter:.2f}x shorter (target >= 4x: "
-                f"{'held' if shorter >= 4 else 'MISSED'}), first token {faster:.2f}x faster (target >= 2x: "
-                f"{'held' if faster >= 2 else 'MISSED'})"
+                f"{'met' if shorter >= 4 else 'MISSED'}), first token {faster:.2f}x faster (target >= 2x: "
+                f"{'met' if faster >= 2 else 'MISSED'})"
             )
     return lines
 
@@ -413,19 +425,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrieval-dir", type=Path, default=None)
     parser.add_argument("--llm", default="bundled")
     parser.add_argument("--cache-dir", type=Path, default=Path("~/.cache/ilmrec").expanduser())
-    parser.add_argument("--items", type=int, default=800, help="most popular items kept (the benchmark catalogue)")
-    parser.add_argument("--qformer-layers", type=int, default=2, help="MiniLM layers in the Q-Former (6 = full)")
-    parser.add_argument("--phase1-steps", type=int, default=20)
-    parser.add_argument("--phase2-steps", type=int, default=30)
+    parser.add_argument("--items", type=int, default=1000, help="most popular items kept (the benchmark catalogue)")
+    parser.add_argument("--qformer-layers", type=int, default=1, help="MiniLM layers in the Q-Former (6 = full)")
+    parser.add_argument("--phase1-steps", type=int, default=40)
+    parser.add_argument("--phase2-steps", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32, help="phase-1 items (and pairs) per step")
     parser.add_argument("--phase2-batch", type=int, default=4)
+    parser.add_argument("--phase1-lr", type=float, default=3e-4, help="phase-1 peak learning rate (1e-3 diverged)")
+    parser.add_argument("--phase2-lr", type=float, default=1e-3, help="phase-2 peak learning rate")
+    parser.add_argument("--itm-items", type=int, default=8, help="items per batch that ITM runs on (0 = all)")
     parser.add_argument("--eval-users", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=50, help="next-item candidates per user (1 true)")
     parser.add_argument("--describe-items", type=int, default=16)
-    parser.add_argument("--heldout-items", type=int, default=100)
+    parser.add_argument("--heldout-items", type=int, default=200)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--history-length", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5, help="time-to-first-token repeats (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="time-to-first-token repeats (median)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these variant names (smoke tests)")
     parser.add_argument("--ablation-phase2", action="store_true", help="also run phase 2 + LLM metrics for ablations")
     parser.add_argument(
@@ -440,11 +455,14 @@ def main(argv: list[str] | None = None) -> None:
     scale = Scale(
         args.items, args.qformer_layers, args.phase1_steps, args.phase2_steps, args.batch_size, args.phase2_batch,
         args.eval_users, args.candidates, args.describe_items, args.heldout_items, args.max_new_tokens,
-        args.history_length,
+        args.history_length, args.phase1_lr, args.phase2_lr, args.itm_items or None,
     )
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    command = "nice -n 15 .venv/bin/python -m benchmarks.ilm " + shlex.join(argv if argv is not None else sys.argv[1:])
-    started = time.perf_counter()
+    niceness = os.nice(0)
+    command = (f"nice -n {niceness} " if niceness else "") + ".venv/bin/python -m benchmarks.ilm " + shlex.join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     llm, tokenizer = load_frozen_llm(args.llm, args.cache_dir)
     prep = prepare(args, scale)
     print(f"catalogue {len(prep.catalogue)} items, {len(prep.interactions.histories)} training users, "
@@ -472,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         ["| prompt (20 candidates) | tokens | time to first token (ms) |", "|---|---|---|"]
         + [f"| {c['prompt']} | {c['tokens']} | {c['ttft_seconds'] * 1000:.1f} |" for c in cost]
     )
-    verdicts = targets(results, cost) if cost and {FULL, BASE, WITH_IIC} <= results.keys() else []
+    verdicts = targets(results, cost) if cost and {FULL, BASE} <= results.keys() else []
     print(report_table, cost_table, *verdicts, sep="\n\n")
     payload = {
         "command": command, "scale": scale.__dict__, "results": results, "prompt_cost": cost, "targets": verdicts,
@@ -488,22 +506,26 @@ def main(argv: list[str] | None = None) -> None:
     missing = [v.name for v in variants(args.ablation_phase2) if v.name not in results and not args.only]
     md = [
         "# ILM benchmark", "", f"`{command}`", "",
-        f"Reduced scale (2 shared CPU cores; {wall}): "
+        f"Reduced scale (2 shared CPU cores, load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} "
+        f"at the end; {wall}): "
         f"the {scale.items} most popular ML-latest-small items; Q-Former with {scale.qformer_layers} MiniLM layers; "
-        f"phase 1 {scale.phase1_steps} steps x {scale.batch_size} items (+ {scale.batch_size} IIC / UIC pairs); "
+        f"phase 1 {scale.phase1_steps} steps x {scale.batch_size} items (+ {scale.batch_size} IIC / UIC pairs) at "
+        f"learning rate {scale.phase1_lr:g}, ITM on {scale.itm_items or scale.batch_size} items per batch, ITG over "
+        "the phase-1 texts' tokens; "
         f"phase 2 {scale.phase2_steps} steps x {scale.phase2_batch} examples of the mix describe : next item : "
-        f"conversation = 1 : 1 : 0.5; item -> text on {scale.describe_items} phase-2 items, greedy, "
-        f"{scale.max_new_tokens} new tokens; "
-        f"text -> item over {scale.heldout_items} held-out items (ranked among all {scale.items}); next item for "
+        f"conversation = 2 : 1 : 0.5 at learning rate {scale.phase2_lr:g}; item -> text on {scale.describe_items} "
+        f"phase-2 items, greedy, {scale.max_new_tokens} new tokens; "
+        f"text -> item over {scale.heldout_items} held-out items (ranked among all {scale.items}; chance Recall@10 = "
+        f"{10 / scale.items:.4f}); next item for "
         f"{len(prep.cases)} held-out users, history of {scale.history_length}, true item among {scale.candidates} "
         f"candidates (chance Recall@10 = {min(1.0, 10 / scale.candidates):.2f}). Production defaults (6 layers, "
-        "80 + 160 steps, the whole catalogue) were not run: they do not fit this machine's time for 16 systems. "
+        "80 + 160 steps, the whole catalogue) were not run: they do not fit this machine's time for 15 systems. "
         + ("Loss and K ablations ran phase 2 too." if args.ablation_phase2 else
            "Loss and K ablations are scored after phase 1 only (ITC text -> item Recall@10), no phase 2 / LLM "
            "metrics: rerun with --ablation-phase2 where time allows.")
         + f" Torch threads: {args.threads}.",
-        "The text-only baseline is not trained (the LLM is frozen and there is nothing else); its describe "
-        f"instruction names the expected format ({TEXT_ONLY_DESCRIBE!r}); the trained systems were trained on it "
+        "The text-only baseline is not trained (the LLM is frozen and there is nothing else). Every system's "
+        f"describe instruction names the expected format ({DESCRIBE!r}); the trained systems were trained on it "
         "in phase 2.",
         *([f"Per-variant results read from {', '.join(f'`{p}`' for p in args.report_from)}, written by runs of "
            "this command without --report-from (split with --only, or interrupted); prompt costs re-measured."]
