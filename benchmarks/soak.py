@@ -20,7 +20,7 @@ Memory: the child's resident set size (VmRSS from /proc) is sampled every `--sam
 (RSS at the end - RSS at the end of the warm-up) / RSS at the end of the warm-up; the slope is a least-squares
 line through the samples after the warm-up, in MiB per minute. Latency percentiles cover the turns after the
 warm-up. Writes `soak.json` (every figure and sample) and `soak.md` (the table and the exact command) into
-`--out`.
+`--out`; `soak_product.*` for `--system product`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Options(BaseModel):
     system: Literal["tiny", "product"] = Field("tiny", description="What is served (see the module docstring).")
     data_path: str = Field("", description="--system product: the MovieLens folder the artefacts were trained on.")
     artefacts: str = Field("", description="--system product: a finished run folder ('' = the settings' own).")
-    out: Path = Field(RESULTS, description="Folder for soak.json and soak.md.")
+    out: Path = Field(RESULTS, description="Folder for soak.json and soak.md (soak_product.* for the product).")
 
     def model_post_init(self, _: object) -> None:
         if self.warmup_minutes >= self.minutes:
@@ -347,7 +347,8 @@ def markdown(report: Report) -> str:
 
 def write_results(report: Report, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "soak.json", out / "soak.md"
+    stem = "soak" if report.options.system == "tiny" else f"soak_{report.options.system}"
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     write_atomic(json_path, (report.model_dump_json(indent=1) + "\n").encode())
     write_atomic(md_path, markdown(report).encode())
     return json_path, md_path

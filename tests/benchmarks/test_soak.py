@@ -81,7 +81,10 @@ def test_a_short_drive_of_the_api_process(saved_system, tmp_path):
                     load_before=(0, 0, 0), load_after=(0, 0, 0), summary=summary, errors_seen={}, rss=rss,
                     turns=turns)
     json_path, md_path = write_results(report, tmp_path)
+    assert (json_path.name, md_path.name) == ("soak.json", "soak.md")
     assert json.loads(json_path.read_text())["summary"]["errors"] == 0
+    product = report.model_copy(update={"options": options.model_copy(update={"system": "product"})})
+    assert [p.name for p in write_results(product, tmp_path)] == ["soak_product.json", "soak_product.md"]
     assert "| turns | errors |" in md_path.read_text() and "python -m benchmarks.soak" in md_path.read_text()
 
 
