@@ -247,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         turns = run_turns(url, turn_texts(args.turns), recorder)
     environment = {"cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()),
+                   "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
                    "nice": str(os.nice(0)), "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}"}
     run = ProfileRun(label=args.label, command=("python -m benchmarks.serving_profile " + shlex.join(argv)).strip(),
                      note=args.note, environment=environment, turns=turns)
