@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 import ilm_model
-from benchmarks.ilm import LOSSES, RESULTS, ROOT, Prepared, Scale, Variant, ilm_config, prepare
+import retrieval
+from benchmarks.ilm import LOSSES, RESULTS, Prepared, Scale, Variant, ilm_config, prepare
 from ilm_model.configuration import Phase2Config
 from ilm_model.evaluation import score_candidates
 from ilm_model.item_text import describe
@@ -42,6 +43,8 @@ from ilm_model.training_history import TrainingHistory
 from retrieval.storage import write_atomic
 
 NAME = "ilm_step_profile"
+# the checkout retrieval/ comes from (a "before" tree has only ilm_model/ and benchmarks/)
+REPO = Path(retrieval.__file__).resolve().parents[1]
 
 
 def per_step_ms(run: Callable[[int], None], steps: int) -> float:
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         # a run against another tree (`git archive <commit> ilm_model benchmarks/ilm.py` unpacked elsewhere, this
         # script copied into its benchmarks/) says so
         source = Path(ilm_model.__file__).resolve().parents[1]
-        prefix = "" if source == ROOT else f"cd {source} && PYTHONPATH={source}:{ROOT} "
+        prefix = "" if (source / ".git").exists() else f"cd {source} && PYTHONPATH={source}:{REPO} "
         command = prefix + "nice -n 10 .venv/bin/python -m benchmarks.ilm_step_profile " + shlex.join(
             argv if argv is not None else sys.argv[1:]
         )
