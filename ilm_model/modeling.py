@@ -184,7 +184,10 @@ class ItemLanguageModel(nn.Module):
         """
         directory = Path(directory)
         try:
-            config = ILMConfig.model_validate(json.loads((directory / CONFIG_NAME).read_text()))
+            stored_config = json.loads((directory / CONFIG_NAME).read_text())
+            # checkpoints from before `text_pooling` existed were trained on the [CLS] state
+            stored_config.get("qformer", {}).setdefault("text_pooling", "cls")
+            config = ILMConfig.model_validate(stored_config)
             tokenizer = AutoTokenizer.from_pretrained(directory)
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{directory}: not an ItemLanguageModel checkpoint ({exc})") from None

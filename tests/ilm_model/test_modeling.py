@@ -85,6 +85,18 @@ def test_save_load_round_trip(tiny_config, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ilm"]
 
 
+def test_a_checkpoint_without_text_pooling_loads_as_cls(tiny_config, tmp_path):
+    import json
+
+    _model(tiny_config).save_pretrained(tmp_path / "ilm")
+    config_path = tmp_path / "ilm" / "config.json"
+    stored = json.loads(config_path.read_text())
+    assert stored["qformer"]["text_pooling"] == "mean"
+    del stored["qformer"]["text_pooling"]
+    config_path.write_text(json.dumps(stored))
+    assert ItemLanguageModel.from_pretrained(tmp_path / "ilm").config.qformer.text_pooling == "cls"
+
+
 def test_load_reports_what_mismatches(tiny_config, tmp_path):
     _model(tiny_config).save_pretrained(tmp_path / "ilm")
     with pytest.raises(CheckpointError, match="hidden size 256.*this LLM has 576"):
