@@ -14,21 +14,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_safetensors
+from pydantic import BaseModel, ConfigDict, Field
 
+from retrieval import checkpoint_io
+from retrieval.checkpoint_io import CheckpointHeader
 from retrieval.config import RetrievalConfig
 from retrieval.data import MovieLensData
-from retrieval.errors import CheckpointError
-from retrieval.storage import write_atomic
 
-FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _META_KEY = "ilmrec_retrieval_checkpoint"
 
@@ -44,13 +41,8 @@ class EpochRecord(BaseModel):
     seconds: float
 
 
-class RunKey(BaseModel):
-    """What a checkpoint must match to be resumed: the config and a hash of the data."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    config: dict[str, Any]
-    data: str = Field(description="sha256 of the ratings (user, item, rating, time) and the catalogue ids.")
+class RunKey(checkpoint_io.RunKey):
+    """What a checkpoint must match to be resumed: the config and a hash of the ratings and catalogue ids."""
 
     @classmethod
     def of(cls, config: RetrievalConfig, data: MovieLensData) -> RunKey:
@@ -71,12 +63,12 @@ class Progress(BaseModel):
     stale: int = Field(0, ge=0, description="Evaluations since the best validation NDCG.")
 
 
-class CheckpointMeta(BaseModel):
+class CheckpointMeta(CheckpointHeader):
     """The JSON half of a checkpoint (the header metadata of its safetensors file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    META_KEY: ClassVar[str] = _META_KEY
+    FORMAT_VERSION: ClassVar[int] = 1
 
-    format_version: int
     run: RunKey
     progress: Progress
     optimizer_groups: list[dict[str, Any]]
@@ -99,22 +91,16 @@ def save_checkpoint(
     """Write `<directory>/checkpoint.safetensors` atomically (readers see the previous epoch's or this one's)."""
     tensors = {f"model.{name}": t for name, t in trainee.model.state_dict().items()}
     tensors |= {f"best.{name}": t for name, t in best_state.items()}
-    optimizer = trainee.optimizer.state_dict()
-    for param, entries in optimizer["state"].items():
-        tensors |= {f"optimizer.{param}.{key}": value for key, value in entries.items()}
-    tensors["rng.torch_generator"] = trainee.generator.get_state()
-    tensors["rng.torch_global"] = torch.get_rng_state()
+    optimizer, groups = checkpoint_io.optimizer_tensors(trainee.optimizer)
+    tensors |= optimizer | checkpoint_io.rng_tensors({"torch_generator": trainee.generator})
     meta = CheckpointMeta(
-        format_version=FORMAT_VERSION,
+        format_version=CheckpointMeta.FORMAT_VERSION,
         run=run,
         progress=progress,
-        optimizer_groups=optimizer["param_groups"],
+        optimizer_groups=groups,
         numpy_rng=trainee.rng.bit_generator.state,
     )
-    tensors = {name: t.detach().clone().contiguous() for name, t in tensors.items()}
-    path = Path(directory) / CHECKPOINT_FILE
-    write_atomic(path, save_safetensors(tensors, metadata={_META_KEY: meta.model_dump_json()}))
-    return path
+    return checkpoint_io.write_checkpoint(Path(directory) / CHECKPOINT_FILE, tensors, meta)
 
 
 @dataclass(frozen=True)
@@ -134,96 +120,12 @@ def load_checkpoint(directory: Path, trainee: Trainee, run: RunKey) -> Resumed |
     path = Path(directory) / CHECKPOINT_FILE
     if not path.is_file():
         return None
-    meta, tensors = _read(path)
-    _check_run(path, meta.run, run)
-    model_state = _section(tensors, "model.")
-    best_state = _section(tensors, "best.")
-    expected = {name: tuple(t.shape) for name, t in trainee.model.state_dict().items()}
+    meta, tensors = checkpoint_io.read_checkpoint(path, CheckpointMeta, run)
+    model_state = checkpoint_io.section(tensors, "model.")
+    best_state = checkpoint_io.section(tensors, "best.")
     for label, state in (("model", model_state), ("best", best_state)):
-        found = {name: tuple(t.shape) for name, t in state.items()}
-        if found != expected:
-            wrong = sorted(set(found.items()) ^ set(expected.items()))
-            raise CheckpointError(f"{path}: {label} tensors {wrong} do not fit the model; {_FIX}")
-    optimizer_state = _optimizer_state(path, tensors, trainee.optimizer, meta.optimizer_groups)
+        checkpoint_io.check_fits(path, label, state, trainee.model)
+    checkpoint_io.restore_optimizer(path, tensors, trainee.optimizer, meta.optimizer_groups)
     trainee.model.load_state_dict(model_state)
-    trainee.optimizer.load_state_dict(optimizer_state)
-    _restore_rng(path, tensors, trainee, meta.numpy_rng)
+    checkpoint_io.restore_rng(path, tensors, {"torch_generator": trainee.generator}, [(trainee.rng, meta.numpy_rng)])
     return Resumed(meta.progress, best_state)
-
-
-_FIX = "delete it to train from scratch"
-
-
-def _read(path: Path) -> tuple[CheckpointMeta, dict[str, torch.Tensor]]:
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            raw = (file.metadata() or {}).get(_META_KEY)
-            tensors = {name: file.get_tensor(name) for name in file.keys()}
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated ({exc}); {_FIX}") from None
-    if raw is None:
-        raise CheckpointError(f"{path}: not a retrieval checkpoint (no {_META_KEY} metadata); {_FIX}")
-    try:
-        meta = CheckpointMeta.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "metadata"
-        raise CheckpointError(f"{path}: metadata invalid at {where}: {first['msg']}; {_FIX}") from None
-    if meta.format_version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format {meta.format_version}, this version reads {FORMAT_VERSION}; {_FIX}")
-    return meta, tensors
-
-
-def _check_run(path: Path, saved: RunKey, current: RunKey) -> None:
-    if saved.data != current.data:
-        raise CheckpointError(
-            f"{path} was written for other data (data hash {saved.data}, now {current.data}); {_FIX} "
-            "or point at the data it was trained on"
-        )
-    names = sorted(set(saved.config) | set(current.config))
-    differ = [
-        f"{name} {saved.config.get(name)!r} -> {current.config.get(name)!r}"
-        for name in names
-        if saved.config.get(name) != current.config.get(name)
-    ]
-    if differ:
-        raise CheckpointError(f"{path} was written with another config ({', '.join(differ)}); {_FIX}")
-
-
-def _section(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {name.removeprefix(prefix): t for name, t in tensors.items() if name.startswith(prefix)}
-
-
-def _optimizer_state(
-    path: Path, tensors: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The optimizer's `state_dict` rebuilt from `optimizer.<param>.<key>` tensors and the JSON param groups."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    saved_ids = [i for group in groups for i in group.get("params", [])]
-    if saved_ids != list(range(len(params))):
-        raise CheckpointError(f"{path}: optimizer holds parameters {saved_ids}, the model has {len(params)}; {_FIX}")
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, tensor in _section(tensors, "optimizer.").items():
-        param, _, key = name.partition(".")
-        if not param.isdigit() or int(param) >= len(params):
-            raise CheckpointError(f"{path}: optimizer tensor {name!r} names no parameter; {_FIX}")
-        shape = tuple(params[int(param)].shape)
-        if tensor.dim() and tuple(tensor.shape) != shape:
-            raise CheckpointError(
-                f"{path}: optimizer.{name} has shape {tuple(tensor.shape)}, its parameter {shape}; {_FIX}"
-            )
-        state.setdefault(int(param), {})[key] = tensor
-    if state and (set(state) != set(range(len(params))) or len({frozenset(s) for s in state.values()}) > 1):
-        raise CheckpointError(f"{path}: optimizer state is incomplete (parameters {sorted(state)}); {_FIX}")
-    # JSON turned tuples (Adam's betas) into lists; give them back their type
-    restored = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()} for g in groups]
-    return {"state": state, "param_groups": restored}
-
-
-def _restore_rng(path: Path, tensors: dict[str, torch.Tensor], trainee: Trainee, numpy_rng: dict[str, Any]) -> None:
-    try:
-        trainee.generator.set_state(tensors["rng.torch_generator"])
-        torch.set_rng_state(tensors["rng.torch_global"])
-        trainee.rng.bit_generator.state = numpy_rng
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: random generator state missing or invalid ({exc}); {_FIX}") from None

@@ -1,8 +1,6 @@
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from retrieval.data import load_movielens
 from retrieval.errors import CheckpointError, ModelFitError
 from retrieval.recommender import TwoTowerRecommender
 from retrieval.train import plot_history, train_retrieval
+from tests.interrupt import kill_when_hanging
 
 FAST = {
     "epochs": 25,
@@ -162,12 +161,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(movielens_di
     reference = _child(movielens_dir, None, tmp_path / "reference.json")
     checkpoints = tmp_path / "checkpoints"
     killed = _child(movielens_dir, checkpoints, tmp_path / "signal", hang_after="10")
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "signal").exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (tmp_path / "signal").read_text() == "hanging"
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    kill_when_hanging(killed, tmp_path / "signal")
     with safe_open(str(checkpoints / CHECKPOINT_FILE), framework="pt") as file:
         interrupted_at = CheckpointMeta.model_validate_json(file.metadata()[checkpoint._META_KEY]).progress.epoch
     assert 1 <= interrupted_at < 8
