@@ -21,6 +21,7 @@ from ilm_model.modeling import ItemLanguageModel
 from ilm_model.prompting import ItemPrompt, generate_from_soft_tokens
 from ilm_model.soft_tokens import SoftTokenTable
 from ilm_model.tasks import build_task_mix
+from ilm_model.train_checkpoint import StepCheckpoints, ilm_run_key
 from ilm_model.train_phase1 import train_phase1
 from ilm_model.train_phase2 import train_phase2
 from ilm_model.training_history import TrainingHistory
@@ -95,6 +96,9 @@ def train_ilm(
     config: ILMConfig | None = None,
     progress: bool = True,
     interactions: Interactions | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 50,
 ) -> ILMTrainResult:
     """Train the ILM on every catalogue item except a held-out sample, then measure it and build the table.
 
@@ -104,6 +108,11 @@ def train_ilm(
     descriptions from soft tokens for items trained in phase 2 and for held-out items, and wall times.
     `interactions` (histories over catalogue rows, user CF vectors) feed IIC, UIC and the phase-2 recommendation
     tasks; pairs and tasks touching a held-out item are dropped.
+
+    With `checkpoint_dir`, every `checkpoint_every` steps of either phase (and each phase's last) the training
+    state is written there atomically (`ilm_model.train_checkpoint`); `resume=True` continues from that checkpoint
+    when there is one (a phase-2 one skips phase 1), to the uninterrupted run's result; one of another config,
+    data or LLM is refused.
     """
     cf = np.asarray(cf_item_embeddings, dtype=np.float32)
     if cf.ndim != 2 or len(cf) != len(catalogue):
@@ -122,26 +131,38 @@ def train_ilm(
 
     model = ItemLanguageModel.from_config(config)
     history = TrainingHistory()
-    tick = time.perf_counter()
-    phase1_texts = texts
-    if config.phase1.item_metadata:
-        facts = join_facts(catalogue, read_facts(movies_db()))
-        metrics["item_metadata_match_rate"] = len(facts) / len(catalogue)
-        phase1_texts = [enriched_text(text, facts.get(row)) for row, text in enumerate(texts)]
-    pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
-    train_phase1(
-        model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed,
-        progress, **pair_inputs,
-    )
-    metrics["phase1_seconds"] = time.perf_counter() - tick
-    if len(heldout_rows) and evaluation.recall_after_phase1:
-        features = model.represent_items(cf_tensor, evaluation.batch_size).itc_features
-        recall = itc_recall_at_k(model, heldout_texts, heldout_rows, features, k, evaluation.batch_size)
-        metrics[f"itc_recall@{k}_heldout_after_phase1"] = recall
+    checkpoints = None
+    if checkpoint_dir is not None:
+        run = ilm_run_key(config, catalogue, cf, interactions, llm.name_or_path)
+        checkpoints = StepCheckpoints(checkpoint_dir, run, checkpoint_every, resume, dict(metrics))
+    pending = checkpoints.pending() if checkpoints else None
+    if pending is not None and pending.phase == "phase2":
+        metrics = dict(pending.metrics)  # phase 1's results; its weights come with the phase-2 state
+    else:
+        tick = time.perf_counter()
+        phase1_texts = texts
+        if config.phase1.item_metadata:
+            facts = join_facts(catalogue, read_facts(movies_db()))
+            metrics["item_metadata_match_rate"] = len(facts) / len(catalogue)
+            phase1_texts = [enriched_text(text, facts.get(row)) for row, text in enumerate(texts)]
+        pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
+        train_phase1(
+            model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed,
+            progress, **pair_inputs, checkpoints=checkpoints,
+        )
+        metrics["phase1_seconds"] = time.perf_counter() - tick
+        if len(heldout_rows) and evaluation.recall_after_phase1:
+            features = model.represent_items(cf_tensor, evaluation.batch_size).itc_features
+            recall = itc_recall_at_k(model, heldout_texts, heldout_rows, features, k, evaluation.batch_size)
+            metrics[f"itc_recall@{k}_heldout_after_phase1"] = recall
 
     tick = time.perf_counter()
+    if checkpoints:
+        checkpoints.metrics = dict(metrics)
     tasks = build_task_mix(catalogue, config.phase2, train_rows, interactions, config.seed)
-    trained_rows = train_phase2(model, llm, tokenizer, tasks, cf_tensor, config.phase2, history, config.seed, progress)
+    trained_rows = train_phase2(
+        model, llm, tokenizer, tasks, cf_tensor, config.phase2, history, config.seed, progress, checkpoints
+    )
     metrics["phase2_seconds"] = time.perf_counter() - tick
 
     tick = time.perf_counter()

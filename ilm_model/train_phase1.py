@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ilm_model.batching import shuffled_batches
+from ilm_model.batching import ShuffledBatches
 from ilm_model.configuration import Phase1Config
 from ilm_model.modeling import ItemLanguageModel
 from ilm_model.objectives import (
@@ -30,6 +30,7 @@ from ilm_model.objectives import (
     uic_loss,
 )
 from ilm_model.optimization import build_optimizer, warmup_cosine
+from ilm_model.train_checkpoint import PhaseState, StepCheckpoints
 from ilm_model.training_history import TrainingHistory
 
 PHASE = "phase1"
@@ -147,7 +148,7 @@ class PairSampler:
             raise ValueError(f"contrastive pairs need at least 2 pairs; got {len(pairs)}")
         self.pairs = torch.as_tensor(pairs, dtype=torch.long)
         self.left_table, self.right_table = left_table, right_table
-        self.batches = shuffled_batches(len(pairs), batch_size, generator)
+        self.batches = ShuffledBatches(len(pairs), batch_size, generator)
 
     def next(self) -> PairBatch:
         left, right = self.pairs[next(self.batches)].unbind(1)
@@ -165,11 +166,14 @@ def train_phase1(
     item_pairs: np.ndarray | None = None,
     user_embeddings: torch.Tensor | None = None,
     user_pairs: np.ndarray | None = None,
+    checkpoints: StepCheckpoints | None = None,
 ) -> None:
     """Train `model` in place on pairs (cf_embeddings[i] `[n, d_cf]`, texts[i]); one history record per step.
 
     IIC reads `item_pairs [P, 2]` (indices into `cf_embeddings` of co-interacted items), UIC `user_pairs [P, 2]`
     (index into `user_embeddings [U, d_cf]`, index into `cf_embeddings`); each only when its weight is > 0.
+    With `checkpoints`, the whole training state is saved every `checkpoints.every` steps and a pending phase-1
+    checkpoint is continued from (replacing `history`), to the result of an uninterrupted run.
     """
     if len(texts) != len(cf_embeddings) or len(texts) < 2:
         raise ValueError(f"need >= 2 aligned pairs; got {len(texts)} texts and {len(cf_embeddings)} CF rows")
@@ -190,8 +194,13 @@ def train_phase1(
     optimizer = build_optimizer(model.named_parameters(), config.learning_rate, config.weight_decay)
     schedule = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     model.train()
-    batches = shuffled_batches(len(texts), config.batch_size, generator)
-    bar = tqdm(range(config.steps), desc="ILM phase 1", disable=not progress)
+    batches = ShuffledBatches(len(texts), config.batch_size, generator)
+    samplers = {"rows": batches}
+    samplers |= {"item_pairs": item_sampler.batches} if item_sampler else {}
+    samplers |= {"user_pairs": user_sampler.batches} if user_sampler else {}
+    state = PhaseState(model, optimizer, schedule, generator, samplers)
+    start = checkpoints.restore(PHASE, state, history) if checkpoints else 0
+    bar = tqdm(range(start, config.steps), desc="ILM phase 1", disable=not progress)
     for step in bar:
         rows = next(batches)
         mask = tokens["attention_mask"][rows]
@@ -210,5 +219,7 @@ def train_phase1(
         record |= {f"loss_{k}": v.item() for k, v in parts.items() if v is not None}
         record["temperature"] = model.temperature_value().item()
         history.log(PHASE, step, **record)
+        if checkpoints:
+            checkpoints.after_step(PHASE, step, config.steps, state, history)
         bar.set_postfix(loss=f"{record['loss']:.3f}")
     model.eval()

@@ -19,6 +19,7 @@ from ilm_model.objectives import IGNORE_INDEX, next_token_loss
 from ilm_model.optimization import build_optimizer, warmup_cosine
 from ilm_model.prompting import ItemPrompt, PrefixCache
 from ilm_model.tasks import TaskExample, TaskMix
+from ilm_model.train_checkpoint import PhaseState, StepCheckpoints
 from ilm_model.training_history import TrainingHistory
 
 PHASE = "phase2"
@@ -145,10 +146,11 @@ def train_phase2(
     history: TrainingHistory,
     seed: int = 0,
     progress: bool = True,
+    checkpoints: StepCheckpoints | None = None,
 ) -> np.ndarray:
     """Train the item encoder's `qformer.*` / `adaptor.*` parameters in place on `tasks` (items are rows of
     `cf_embeddings [n_items, d_cf]`); the LLM is not touched (it must already have `requires_grad=False`).
-    Returns the sorted rows that were a describe target at least once."""
+    Returns the sorted rows that were a describe target at least once. `checkpoints` as in `train_phase1`."""
     if any(p.requires_grad for p in llm.parameters()):
         raise ILMError("the LLM must be frozen (requires_grad=False on every parameter); use load_frozen_llm")
     generator = torch.Generator().manual_seed(seed)
@@ -158,11 +160,12 @@ def train_phase2(
     optimizer = build_optimizer(trainable, config.learning_rate, config.weight_decay)
     schedule = warmup_cosine(optimizer, config.warmup_steps, config.steps)
     model.train()
-    seen: set[int] = set()
-    bar = tqdm(range(config.steps), desc="ILM phase 2", disable=not progress)
+    state = PhaseState(model, optimizer, schedule, generator, samplers={})
+    start = checkpoints.restore(PHASE, state, history) if checkpoints else 0
+    bar = tqdm(range(start, config.steps), desc="ILM phase 2", disable=not progress)
     for step in bar:
         examples = tasks.sample(config.batch_size, generator)
-        seen.update(e.target for e in examples if e.kind == "describe")
+        state.seen.update(e.target for e in examples if e.kind == "describe")
         bodies = example_bodies(model, llm, book, examples, cf_embeddings, with_head=prefix_cache is None)
         loss = answer_loss(llm, bodies, [book.answer(e) for e in examples], prefix_cache)
         optimizer.zero_grad(set_to_none=True)
@@ -171,6 +174,8 @@ def train_phase2(
         optimizer.step()
         schedule.step()
         history.log(PHASE, step, loss=loss.item(), lr=schedule.get_last_lr()[0])
+        if checkpoints:
+            checkpoints.after_step(PHASE, step, config.steps, state, history)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    return np.array(sorted(seen), dtype=np.int64)
+    return np.array(sorted(state.seen), dtype=np.int64)

@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import torch
 from ilm_model.modeling import ItemLanguageModel
 from ilm_model.soft_tokens import SoftTokenTable
 from ilm_model.train import heldout_split, train_ilm
+from tests.interrupt import kill_when_hanging
 
 
 def test_heldout_split_is_disjoint_and_capped():
@@ -115,3 +119,107 @@ def test_train_ilm_with_item_metadata_logs_the_match_rate(tiny_config, tiny_llm,
     result = train_ilm(catalogue, cf_embeddings, llm, tok, config, progress=False)
     assert result.metrics["item_metadata_match_rate"] == pytest.approx(1 / 40)
     assert f"{describe(movie)}. Director: Jane Doe. Cast: Tom Hanks, Tim Allen" in seen
+
+
+CHILD = r"""
+import json, logging, sys, time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import ilm_model.train_phase1 as phase1
+import ilm_model.train_phase2 as phase2
+from ilm_model.configuration import ILMConfig
+from ilm_model.llm_loading import load_frozen_llm
+from ilm_model.train import train_ilm
+from retrieval.catalogue import Catalogue, Movie
+from tests.synthetic import MOVIES
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+torch.set_num_threads(1)
+llm_dir, checkpoints, out, hang_in, config = sys.argv[1:6]
+checkpoints = Path(checkpoints) if checkpoints != "-" else None
+if hang_in != "-":
+    module, name = (phase1, "phase1_losses") if hang_in == "phase1" else (phase2, "answer_loss")
+    real, calls = getattr(module, name), []
+
+    def hang(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # step 4 of the phase: its checkpoint after step 3 is on disk
+            Path(out).write_text("hanging")
+            time.sleep(600)
+        return real(*args, **kwargs)
+
+    setattr(module, name, hang)
+catalogue = Catalogue(
+    Movie(item_id=10 * (i + 1), title=t, year=y, genres=tuple(g.split("|"))) for i, (t, y, g) in enumerate(MOVIES)
+)
+cf = np.random.default_rng(0).normal(size=(len(catalogue), 16)).astype(np.float32)
+llm, tokenizer = load_frozen_llm(llm_dir, Path(out).parent / "llm-cache")
+result = train_ilm(
+    catalogue, cf, llm, tokenizer, ILMConfig.model_validate_json(config), progress=False,
+    checkpoint_dir=checkpoints, resume=True, checkpoint_every=3,
+)
+result.soft_tokens.save(Path(out + ".soft_tokens.safetensors"))
+Path(out).write_text(json.dumps({
+    "metrics": {k: v for k, v in result.metrics.items() if not k.endswith("_seconds")},
+    "history": result.history.records,
+    "examples": result.examples,
+}))
+"""
+
+
+def _child(llm_dir, checkpoints, out, hang_in="-"):
+    from ilm_model.configuration import ILMConfig
+    from tests.ilm_model.conftest import tiny_qformer
+
+    config = ILMConfig(
+        qformer=tiny_qformer(),
+        llm_hidden_size=256,
+        phase1={"steps": 8, "batch_size": 8, "warmup_steps": 1, "itm_weight": 1.0},
+        phase2={"steps": 7, "batch_size": 4, "warmup_steps": 1, "learning_rate": 1e-3},
+        evaluation={"heldout_items": 8, "generation_items": 3, "max_new_tokens": 6, "recall_after_phase1": True},
+    )
+    args = [sys.executable, "-c", CHILD, str(llm_dir), str(checkpoints or "-"), str(out), hang_in,
+            config.model_dump_json()]
+    return subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_llm_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "result.json"
+    child = _child(tiny_llm_dir, None, out)
+    assert child.wait(timeout=300) == 0, child.stderr.read()
+    return out
+
+
+def _read(out):
+    from safetensors.torch import load_file
+
+    return json.loads(out.read_text()), load_file(f"{out}.soft_tokens.safetensors")
+
+
+@pytest.mark.parametrize("phase", ["phase1", "phase2"])
+def test_a_run_killed_mid_phase_resumes_to_the_uninterrupted_result(phase, tiny_llm_dir, uninterrupted, tmp_path):
+    from safetensors import safe_open
+
+    from ilm_model.train_checkpoint import CHECKPOINT_FILE, ILMCheckpointMeta
+
+    checkpoints = tmp_path / "checkpoints"
+    killed = _child(tiny_llm_dir, checkpoints, tmp_path / "signal", hang_in=phase)
+    kill_when_hanging(killed, tmp_path / "signal")
+    with safe_open(str(checkpoints / CHECKPOINT_FILE), framework="pt") as file:
+        meta = ILMCheckpointMeta.model_validate_json(file.metadata()[ILMCheckpointMeta.META_KEY])
+    assert (meta.phase, meta.step) == (phase, 3)
+
+    resumed = _child(tiny_llm_dir, checkpoints, tmp_path / "resumed.json")
+    log = resumed.communicate(timeout=300)[1]
+    assert resumed.returncode == 0, log
+    assert f"ILM training resumed at {phase} step 3" in log
+    (expected, expected_tokens), (got, got_tokens) = _read(uninterrupted), _read(tmp_path / "resumed.json")
+    # bit-identical on CPU: weights, AdamW, the schedule, the samplers and every RNG stream are restored exactly
+    assert got["history"] == expected["history"]
+    assert got["metrics"] == expected["metrics"]
+    assert got["examples"] == expected["examples"]
+    assert torch.equal(got_tokens["tokens"], expected_tokens["tokens"])
