@@ -4,7 +4,8 @@ Layout of one run's folder (`<cache>/artifacts/<dataset>-<fingerprint>/`):
 `catalogue.json`, `retrieval/` (recommender + FAISS index), `ilm/` (Q-Former + adaptor, soft-token table),
 `metrics.json`, `report.md` and PNG plots. Each stage writes its `DONE` marker last, so an interrupted run
 resumes at the first unfinished stage. Retrieval training also checkpoints every epoch into
-`retrieval_checkpoint/` (removed once the stage is done), so an interrupted training resumes at its last epoch.
+`retrieval_checkpoint/` and ILM training every `ILM_CHECKPOINT_EVERY` steps into `ilm_checkpoint/` (each removed
+once its stage is done), so an interrupted training resumes at its last checkpoint.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ARTEFACT_FORMAT = 1
 DONE = "DONE"
+ILM_CHECKPOINT_EVERY = 20
 
 
 @dataclass
@@ -126,12 +128,17 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
         ilm, soft_tokens = _load_ilm(ilm_dir)
     else:
         started = time.perf_counter()
-        result = train_ilm(data.catalogue, recommender.item_embeddings(), llm, tokenizer, settings.ilm, progress)
+        checkpoints = root / "ilm_checkpoint"  # same folder, same fingerprint: always this run's own
+        result = train_ilm(
+            data.catalogue, recommender.item_embeddings(), llm, tokenizer, settings.ilm, progress,
+            checkpoint_dir=checkpoints, resume=True, checkpoint_every=ILM_CHECKPOINT_EVERY,
+        )
         result.save(ilm_dir)
         ilm, soft_tokens = result.model, result.soft_tokens
         metrics["ilm"] = {**result.metrics, "seconds": round(time.perf_counter() - started, 1)}
         _write_metrics(root, metrics)
         write_atomic(ilm_dir / DONE, b"")
+        shutil.rmtree(checkpoints, ignore_errors=True)
 
     return Artefacts(root, data.catalogue, recommender, ilm, soft_tokens, llm, tokenizer, metrics)
 

@@ -99,6 +99,31 @@ def test_interrupted_retrieval_training_resumes_from_its_checkpoint(tiny_setting
     assert resumed.metrics["retrieval"]["model"] == uninterrupted.metrics["retrieval"]["model"]
 
 
+def test_interrupted_ilm_training_resumes_from_its_checkpoint(tiny_settings, tmp_path, monkeypatch, caplog):
+    import ilm_model.train_phase2
+
+    settings = tiny_settings.model_copy(update={"cache_dir": tmp_path / "interrupted"})
+    real_loss = ilm_model.train_phase2.answer_loss
+
+    def interrupt_in_phase_two(*args, **kwargs):
+        assert list(settings.cache.glob("artifacts/*/ilm_checkpoint/checkpoint.safetensors"))  # phase 1's last
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ilm_model.train_phase2, "answer_loss", interrupt_in_phase_two)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(settings, progress=False)
+    monkeypatch.setattr(ilm_model.train_phase2, "answer_loss", real_loss)
+
+    with caplog.at_level("INFO", logger="ilm_model.train_checkpoint"):
+        resumed = prepare(settings, progress=False)
+    assert "ILM training resumed at phase1 step 4" in caplog.text
+    assert not (resumed.directory / "ilm_checkpoint").exists()
+    uninterrupted = prepare(tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"}), progress=False)
+    untimed = [{k: v for k, v in run.metrics["ilm"].items() if not k.endswith("seconds")}
+               for run in (resumed, uninterrupted)]
+    assert untimed[0] == untimed[1]
+
+
 def test_artefacts_are_never_written_through_a_symlink_out_of_the_cache(tiny_settings, tmp_path):
     cache, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
     cache.mkdir()
