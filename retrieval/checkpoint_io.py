@@ -7,6 +7,7 @@ Shared by retrieval's epoch checkpoints (`retrieval.checkpoint`) and the ILM's s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -75,10 +76,22 @@ Header = TypeVar("Header", bound=CheckpointHeader)
 
 
 def write_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], header: CheckpointHeader) -> Path:
-    """Write `tensors` (copied, contiguous) and `header` to `path` atomically: readers see the old file or this."""
-    tensors = {name: t.detach().clone().contiguous() for name, t in tensors.items()}
+    """Write `tensors` and `header` to `path` atomically: readers see the old file or this one."""
+    tensors = {name: t.detach() for name, t in tensors.items()}
+    owners = Counter(t.untyped_storage().data_ptr() for t in tensors.values())
+    # safetensors refuses views and tensors sharing storage (tied weights); copying only those saves a full
+    # copy of a 370 MB checkpoint
+    tensors = {
+        name: t if _owns_storage(t) and owners[t.untyped_storage().data_ptr()] == 1 else t.clone().contiguous()
+        for name, t in tensors.items()
+    }
     write_atomic(Path(path), save_safetensors(tensors, metadata={header.META_KEY: header.model_dump_json()}))
     return Path(path)
+
+
+def _owns_storage(tensor: torch.Tensor) -> bool:
+    storage = tensor.untyped_storage()
+    return tensor.is_contiguous() and tensor.storage_offset() == 0 and storage.nbytes() == tensor.nbytes
 
 
 def read_checkpoint(path: Path, header_type: type[Header], run: RunKey) -> tuple[Header, dict[str, torch.Tensor]]:

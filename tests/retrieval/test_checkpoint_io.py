@@ -38,6 +38,15 @@ def test_write_then_read_round_trips_and_checks_version_and_run(tmp_path):
         checkpoint_io.read_checkpoint(path, Header, RUN)
 
 
+def test_tied_tensors_and_views_are_written_as_copies(tmp_path):
+    base = torch.arange(6.0)
+    tensors = {"tied.a": base, "tied.b": base, "view": base[2:4], "strided": torch.ones(3, 2).T}
+    header = Header(format_version=2, run=RUN, note="")
+    path = checkpoint_io.write_checkpoint(tmp_path / "c.safetensors", tensors, header)
+    _, read = checkpoint_io.read_checkpoint(path, Header, RUN)
+    assert all(torch.equal(read[name], t) for name, t in tensors.items())
+
+
 def test_optimizer_state_round_trips_with_parameters_that_never_had_a_gradient(tmp_path):
     def make():
         torch.manual_seed(0)
