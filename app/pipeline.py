@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 ARTEFACT_FORMAT = 1
 DONE = "DONE"
-ILM_CHECKPOINT_EVERY = 20
+ILM_CHECKPOINT_EVERY = 50  # a default-size checkpoint (368 MiB) takes seconds to write: benchmarks/ilm_checkpoint.py
 
 
 @dataclass
