@@ -600,7 +600,7 @@ def _tried(settings: dict) -> str:
 
 
 def _learning_rate_line(result: DatasetResult) -> str:
-    how = "chosen on validation (table below)" if result.tuning else "given"
+    how = "chosen on validation; tuning table below" if result.tuning else "given"
     rates = ", ".join(f"{loss} {lr:g}" for loss, lr in result.learning_rates.items())
     return f"Our learning rates ({how}): {rates}."
 
