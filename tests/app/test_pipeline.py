@@ -72,27 +72,36 @@ def test_retrieval_stage_alone_then_ilm_reuses_it(tiny_settings, tmp_path):
     assert (artefacts.directory / "ilm" / "DONE").is_file()
 
 
+def _interrupted_then_resumed(monkeypatch, caplog, stage, settings, module, name, interrupt, logger):
+    """Run `stage(settings)` with `module.name` replaced by `interrupt` (which raises KeyboardInterrupt), then
+    again with the real one; the second run's result, and the log of `logger` during it."""
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *args, **kwargs: interrupt(real, *args, **kwargs))
+    with pytest.raises(KeyboardInterrupt):
+        stage(settings, progress=False)
+    monkeypatch.setattr(module, name, real)
+    with caplog.at_level("INFO", logger=logger):
+        return stage(settings, progress=False), caplog.text
+
+
 def test_interrupted_retrieval_training_resumes_from_its_checkpoint(tiny_settings, tmp_path, monkeypatch, caplog):
     import retrieval.train
 
     settings = tiny_settings.model_copy(update={"cache_dir": tmp_path / "interrupted"})
-    real_loss, calls = retrieval.train._loss, []
+    calls = []
 
-    def interrupt_in_epoch_two(*args, **kwargs):
+    def interrupt_in_epoch_two(real_loss, *args, **kwargs):
         if list(settings.cache.glob("artifacts/*/retrieval_checkpoint/checkpoint.safetensors")):
             calls.append(1)
             if len(calls) == 2:
                 raise KeyboardInterrupt
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(retrieval.train, "_loss", interrupt_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        prepare_retrieval(settings, progress=False)
-    monkeypatch.setattr(retrieval.train, "_loss", real_loss)
-
-    with caplog.at_level("INFO", logger="retrieval.train"):
-        resumed = prepare_retrieval(settings, progress=False)
-    assert "retrieval training resumed from epoch 1" in caplog.text
+    resumed, log = _interrupted_then_resumed(
+        monkeypatch, caplog, prepare_retrieval, settings, retrieval.train, "_loss", interrupt_in_epoch_two,
+        "retrieval.train",
+    )
+    assert "retrieval training resumed from epoch 1" in log
     assert not (resumed.directory / "retrieval_checkpoint").exists()
     clean = tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"})
     uninterrupted = prepare_retrieval(clean, progress=False)
@@ -103,20 +112,16 @@ def test_interrupted_ilm_training_resumes_from_its_checkpoint(tiny_settings, tmp
     import ilm_model.train_phase2
 
     settings = tiny_settings.model_copy(update={"cache_dir": tmp_path / "interrupted"})
-    real_loss = ilm_model.train_phase2.answer_loss
 
-    def interrupt_in_phase_two(*args, **kwargs):
+    def interrupt_in_phase_two(real_loss, *args, **kwargs):
         assert list(settings.cache.glob("artifacts/*/ilm_checkpoint/checkpoint.safetensors"))  # phase 1's last
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ilm_model.train_phase2, "answer_loss", interrupt_in_phase_two)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(settings, progress=False)
-    monkeypatch.setattr(ilm_model.train_phase2, "answer_loss", real_loss)
-
-    with caplog.at_level("INFO", logger="ilm_model.train_checkpoint"):
-        resumed = prepare(settings, progress=False)
-    assert "ILM training resumed at phase1 step 4" in caplog.text
+    resumed, log = _interrupted_then_resumed(
+        monkeypatch, caplog, prepare, settings, ilm_model.train_phase2, "answer_loss", interrupt_in_phase_two,
+        "ilm_model.train_checkpoint",
+    )
+    assert "ILM training resumed at phase1 step 4" in log
     assert not (resumed.directory / "ilm_checkpoint").exists()
     uninterrupted = prepare(tiny_settings.model_copy(update={"cache_dir": tmp_path / "clean"}), progress=False)
     untimed = [{k: v for k, v in run.metrics["ilm"].items() if not k.endswith("seconds")}
