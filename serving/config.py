@@ -97,8 +97,9 @@ class ServingConfig(BaseModel):
         "(see queue_timeout_s)."
     )
     queue_timeout_s: float = Field(
-        30.0, gt=0, description="A reply the engine has not started within this many seconds (it serves others "
-        "first) fails with 503 and Retry-After before anything is streamed."
+        60.0, gt=0, description="A reply the engine has not started within this many seconds (it serves others "
+        "first) fails with 503 and Retry-After before anything is streamed. 60 s: 16 concurrent sessions on the "
+        "transformers engine queue for up to ~30 s on a busy 2-core machine."
     )
 
 
