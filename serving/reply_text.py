@@ -6,7 +6,10 @@ of that. `SentenceGuard` filters the streamed text as it arrives:
 - it ends after the first sentence terminator (. ! ?) followed by a space or the end of the stream;
 - it stops *before* the first newline, quote, asterisk, bracket, colon or a digit that starts a list or a
   year, so no title-like span (`"Heat"`, `**Heat**`, `Heat (1995)`, `1. Heat`) is ever emitted;
-- it stops at `max_chars`, at the last word boundary.
+- it stops at `max_chars`, at the last word boundary;
+- a sentence cut short by the rules above with fewer than `min_words` words is a fragment ("Genre", "Sure",
+  "Here") and is dropped whole, so nothing is shown until `min_words` words have arrived or the sentence has
+  ended on its own terminator ("Great taste!" is shown).
 `done` says when the engine can be closed. What was emitted is always a prefix of the LLM's text.
 """
 
@@ -22,8 +25,8 @@ END = re.compile(r"[.!?](?=\s)")
 class SentenceGuard:
     """Feed streamed deltas; get back what may be shown. See the module docstring."""
 
-    def __init__(self, max_chars: int = 200):
-        self.max_chars = max_chars
+    def __init__(self, max_chars: int = 200, min_words: int = 4):
+        self.max_chars, self.min_words = max_chars, min_words
         self.text = ""  # everything received
         self.emitted = 0  # characters of `text` already returned
         self.done = False
@@ -38,16 +41,19 @@ class SentenceGuard:
         if cut:
             end, self.done = cut.start(), True
         stop = END.search(self.text)
-        if stop and stop.end() <= end:
+        ended = bool(stop and stop.end() <= end)
+        if ended:
             end, self.done = stop.end(), True
         if end > self.max_chars:
             space = self.text.rfind(" ", 0, self.max_chars)
-            end, self.done = (space if space > 0 else self.max_chars), True
+            end, self.done, ended = (space if space > 0 else self.max_chars), True, False
         if not self.done:
             while end > self.emitted and self.text[end - 1].isspace():
                 end -= 1  # trailing space waits for the next word: the sentence may end here
             if self.text[end - 1 : end] in (".", "!", "?"):
                 end -= 1  # a terminator is only an end once a space follows: hold it back
+        if not self.emitted and not ended and self._fragment(end):
+            end = 0  # hold back (or, once done, drop) what may be a fragment
         shown = self.text[self.emitted : end]
         if self.done:
             shown = shown.rstrip()
@@ -60,8 +66,18 @@ class SentenceGuard:
             return ""
         self.done = True
         rest = self.text[self.emitted :].rstrip()
+        ended = rest.endswith((".", "!", "?"))
+        if not self.emitted and not ended and self._fragment(len(rest)):
+            return ""
         self.emitted = len(self.text)
         return rest if len(self.text) <= self.max_chars else ""
+
+    def _fragment(self, end: int) -> bool:
+        """Whether text[:end] has fewer than `min_words` words (a complete word needs a space after it, or
+        the sentence to be over)."""
+        words = self.text[:end].split()
+        complete = len(words) if self.done or self.text[end : end + 1].isspace() else len(words) - 1
+        return complete < self.min_words
 
     @property
     def shown(self) -> str:

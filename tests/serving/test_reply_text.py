@@ -24,12 +24,14 @@ def stream(deltas: list[str], max_chars: int = 200) -> tuple[str, bool, int]:
     [
         (["Here are ", "some picks", " for you.", " Enjoy them all!"], "Here are some picks for you."),
         (["Great ", "taste!"], "Great taste!"),
-        (["You will love ", '"Heat"', " for sure."], "You will love"),
-        (["Try **The ", "Matrix**"], "Try"),
-        (["Watch Zorgon (1999) ", "tonight."], "Watch Zorgon"),
-        (["Sure", "\n1. Heat"], "Sure"),
-        (["Here:", " Heat"], "Here"),
-        (["Top 3 movies", " here."], "Top"),
+        (["You will surely love ", '"Heat"', " for sure."], "You will surely love"),
+        (["You will love ", '"Heat"', " for sure."], ""),  # a fragment of 3 words is dropped
+        (["Try **The ", "Matrix**"], ""),
+        (["Watch Zorgon (1999) ", "tonight."], ""),
+        (["Sure", "\n1. Heat"], ""),
+        (["Genre", ": Comedy"], ""),
+        (["Top 3 movies", " here."], ""),
+        (["Sure"], ""),
         (["e.g", ". this works"], "e.g."),
         (["Se7en fans will like these."], "Se7en fans will like these."),
     ],
@@ -50,3 +52,11 @@ def test_nothing_after_done():
     guard = SentenceGuard()
     assert guard.feed("Hi there. ") == "Hi there." and guard.done
     assert guard.feed("More text") == "" and guard.close() == "" and guard.shown == "Hi there."
+
+
+def test_nothing_is_shown_until_the_sentence_cannot_be_a_fragment():
+    guard = SentenceGuard(min_words=4)
+    assert [guard.feed(d) for d in ["These ", "are ", "great "]] == ["", "", ""] and not guard.done
+    assert guard.feed("picks ") == "These are great picks" and guard.feed("tonight. ") == " tonight."
+    short = SentenceGuard(min_words=4)
+    assert short.feed("Enjoy") == "" and short.close() == ""  # ended without a terminator: a fragment
