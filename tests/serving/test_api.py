@@ -15,8 +15,7 @@ from serving.api.protocol import ChatCompletionRequest
 from serving.api.server import build_app
 from serving.api.serving import create_error_response
 from serving.errors import InvalidRequestError, UnknownSessionError
-from serving.service import FALLBACK_SENTENCE
-from serving.service import ChatService
+from serving.service import FALLBACK_SENTENCE, ChatService
 from tests.serving.live import serve
 
 MODEL = "ilmrec-test"
