@@ -541,7 +541,10 @@ def render_markdown(results: list[DatasetResult], command: str, report: dict) ->
             "Temporal leave-last-out (the chat use case): every user with >= 3 positives is scored on their last "
             "positive given all earlier ones (validation: the one before, given all earlier ones); Recall@k is then "
             "HitRate@k. Only the peers and our corrected LambdaRank best on strong validation (with its `sampled` "
-            "twin at the same m) run there; the targets are judged on strong generalisation."
+            "twin at the same m) run there; the targets are judged on strong generalisation. Known flaw: implicit "
+            "BPR and LightFM learn a row per fold-in history, and a user's test fold-in holds their validation "
+            "target, so on this split their validation NDCG is inflated (it only steers their own tuning and early "
+            "stopping); no test target is in any training row."
         ),
         "",
         "What ran: " + settings["summary"],
