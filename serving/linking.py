@@ -22,7 +22,8 @@ word, such as "Up", "Heat", "Alien" or "(The) Shining", is *weak*: it is accepte
      goes on with a connective right after it: "i loved memento because ...", but not "i watched seven movies";
   6. it is listed next to an accepted mention: "Toy Story, heat and memento";
   7. it starts a sentence or clause and a verdict follows: "Clueless wasn't good", "interstelar was amazing".
-A pronoun title ("It", "Her", "Us") needs one of rules 1-3: "loved it" is no mention.
+A title made only of everyday chat words (`EVERYDAY`: pronouns such as "It", "Her", fillers and cues such as
+"Love", "More", "Anything Else") needs one of rules 1-3: "loved it", "I love Heat", "more" link no such title.
 Rule 2 does not count inside a run of capitalised words ("Zorgon Chronicles Part Seven" is another name).
 Rule 4's filler includes plain verdicts ("was great", "is boring"), so "Memento was great" links.
 Weak aliases match fuzzily only when they are long (`MIN_WEAK_FUZZY_CHARS`, "interstelar") and still need a
@@ -74,6 +75,11 @@ FOLLOWERS = frozenset(
 )
 CONNECTORS = frozenset({"and", "or", "plus", "also", "as", "well", "&", "then"})
 PRONOUNS = frozenset("it her us them me you him she he we they this that".split())
+EVERYDAY = PRONOUNS | FILLER | CUES | frozenset(
+    "more else anything something another other again next one new old thanks thank yes no ok okay sure hello "
+    "hi hey".split()
+)
+"""Words chat messages are made of: a title made only of them ("Love", "More", "Anything Else") needs rule 1-3."""
 VERDICT_VERBS = frozenset("was is were wasnt isnt werent".split())
 VERDICT_ADVERBS = frozenset("not really so very pretty quite too just truly absolutely kind of a an".split())
 VERDICTS = frozenset(
@@ -219,7 +225,7 @@ class TitleLinker:
             changed = False
             for cand in list(weak_pending):
                 if (not taken[cand.first : cand.last].any() and _listed_next_to(tokens, cand, chosen)
-                        and not _year_of_next(tokens, cand, chosen) and cand.key[-1] not in PRONOUNS):
+                        and not _year_of_next(tokens, cand, chosen) and not _everyday(cand.key)):
                     chosen.append(cand)
                     taken[cand.first : cand.last] = True
                     weak_pending.remove(cand)
@@ -328,9 +334,16 @@ def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:
 
 
 def _is_weak(key: tuple[str, ...]) -> bool:
-    """A single alphabetic word or number, maybe after an article: what everyday text contains by accident."""
+    """A single alphabetic word or number, maybe after an article, or only everyday words: what chat text
+    contains by accident."""
     core = key[1:] if len(key) > 1 and key[0] in ARTICLES else key
-    return len(core) == 1 and (core[0].isalpha() or core[0].isdigit())
+    return (len(core) == 1 and (core[0].isalpha() or core[0].isdigit())) or _everyday(key)
+
+
+def _everyday(key: tuple[str, ...]) -> bool:
+    """Every word of the alias (articles aside) is an `EVERYDAY` word."""
+    core = [w for w in key if w not in ARTICLES] or list(key)
+    return all(w in EVERYDAY for w in core)
 
 
 def _continues_title(text: str, tokens: list[_Token], i: int) -> bool:
@@ -381,7 +394,7 @@ def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
         return True
     if _YEAR.match(after):
         return True
-    if core[-1].norm in PRONOUNS:
+    if _everyday(cand.key):
         return False
     others = tokens[: cand.first] + tokens[cand.last :]
     if all(t.norm in FILLER for t in others):

@@ -152,3 +152,17 @@ def test_alternatives_are_kept_when_no_year_decides():
     assert chosen.item_id == 20 and chosen.alternatives == (10, 30)
     (dated,) = linker.find("I loved Heat (1986)")
     assert dated.item_id == 10 and dated.alternatives == ()
+
+
+def test_titles_made_of_everyday_chat_words_need_quotes_capitals_or_a_year():
+    catalogue = Catalogue([
+        Movie(item_id=1, title="Love", year=2015), Movie(item_id=2, title="More", year=1998),
+        Movie(item_id=3, title="Anything Else", year=2003), Movie(item_id=4, title="Heat", year=1995),
+    ])
+    linker = TitleLinker(catalogue)
+    assert titles(linker, "I love Heat") == ["Heat"]
+    assert titles(linker, "more") == [] and titles(linker, "anything else?") == []
+    assert titles(linker, "I loved Heat and more") == ["Heat"]
+    assert titles(linker, 'I watched "More" yesterday') == ["More"]
+    assert titles(linker, "anything else (2003) is underrated") == ["Anything Else"]
+    assert titles(linker, "I really liked Anything Else") == ["Anything Else"]
