@@ -273,6 +273,10 @@ def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[Sentiment
         verdict = _sentiment(words, clauses, behind) if behind else None
         if verdict is None and ahead:
             verdict = _sentiment(words, clauses, ahead)
+        if verdict is None and behind and words[behind[0]] in NEGATORS:  # "I loved A, but not B": B gets the
+            earlier = [i for i in range(first - 1, -1, -1) if owner[i] is None]  # opposite of the last verdict
+            prior = _sentiment(words, clauses, earlier)
+            verdict = not prior if prior is not None else False
         if verdict is None:
             result.append("neutral" if any(words[i] in NEUTRAL_CUES for i in behind + ahead) else "liked")
         else:

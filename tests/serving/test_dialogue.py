@@ -46,6 +46,9 @@ def named(catalogue, ids) -> list[str]:
         ("Zodiac was boring", [], ["Zodiac"]),
         ("I can't stand Pulp Fiction", [], ["Pulp Fiction"]),
         ("Pulp Fiction was not bad", ["Pulp Fiction"], []),
+        ("I loved Toy Story, but not Finding Nemo", ["Toy Story"], ["Finding Nemo"]),
+        ("I hated Zodiac but not Memento", ["Memento"], ["Zodiac"]),
+        ("not Heat", [], ["Heat"]),
     ],
 )
 def test_mention_sentiment(linker, catalogue, text, liked, disliked):
