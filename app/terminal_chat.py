@@ -13,6 +13,13 @@ from serving.service import ChatService, ChatTurn
 
 
 def chat_loop(service: ChatService) -> int:
+    try:
+        return _converse(service)
+    finally:
+        service.close()
+
+
+def _converse(service: ChatService) -> int:
     console = Console()
     console.print("[bold]ilmrec[/] - tell me movies you like. Empty line or Ctrl-D quits.")
     session_id: str | None = None

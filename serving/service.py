@@ -226,6 +226,11 @@ class ChatService:
         """Whether both the LLM engine and the session store can serve."""
         return self.engine.health() and self.store.health()
 
+    def close(self) -> None:
+        """Close the LLM engine, after a generation still running (the worker of a reply cut short) has
+        stopped: exiting the process under a running torch op aborts it."""
+        self.engine.close()
+
     def feedback(
         self, session_id: str, item_id: int, kind: FeedbackKind, *, owner: str | None = None
     ) -> DialogueState:

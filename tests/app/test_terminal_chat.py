@@ -19,7 +19,10 @@ class _Console:
 
 class _Service:
     def __init__(self):
-        self.messages = []
+        self.messages, self.closed = [], False
+
+    def close(self):
+        self.closed = True
 
     def chat_stream(self, session_id, messages):
         self.messages.append(messages[-1].content)
@@ -36,3 +39,4 @@ def test_a_too_long_message_is_one_error_line_then_the_chat_continues(monkeypatc
     assert len(errors) == 1 and "content:" in errors[0] and "4000 characters" in errors[0]
     assert service.messages == ["I loved Heat"]
     assert sum("Heat (1995)" in line for line in console.printed) == 1, "the picks are listed once"
+    assert service.closed, "the engine is closed on the way out (a cut-short reply's worker may still run)"

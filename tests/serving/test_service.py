@@ -7,7 +7,7 @@ import pytest
 from serving.api.protocol import ChatMessage
 from serving.dialogue import DialogueState, candidates, update_state
 from serving.engines.base import SamplingParams
-from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
+from serving.errors import ConfigurationError, InvalidRequestError, ServingError, UnknownSessionError
 from serving.service import ChatService, ChatTurn
 
 
@@ -210,3 +210,18 @@ def test_feedback_through_redis_reaches_another_replica(catalogue, recommender, 
     with pytest.raises(UnknownSessionError):
         two.feedback("never-created", pick, "like")
     assert two.store.load("never-created") is None, "a refused verdict creates no session"
+
+
+def test_close_waits_for_a_cut_short_replys_generation_then_closes_the_engine(catalogue, recommender, soft_table,
+                                                                               tiny_llm):
+    from serving.engines.transformers import TransformersEngine
+    from serving.session_store import InMemorySessionStore
+
+    service = ChatService(catalogue, recommender, soft_table, TransformersEngine(*tiny_llm), InMemorySessionStore())
+    stream = service.chat_stream(None, [user("I loved Toy Story")])
+    next(stream)
+    stream.close()  # its generation worker may still be decoding
+    service.close()
+    assert not service.engine.health()
+    with pytest.raises(ServingError, match="closed"):
+        service.chat(None, [user("I loved Toy Story")])
