@@ -479,7 +479,8 @@ class ChatService:
         )
 
     def _reason(self, movie: Movie, state: DialogueState) -> str:
-        """One line grounded in metadata: shared genres with a liked movie, then what was asked for."""
+        """One line grounded in metadata: shared genres with a liked movie, then what was asked for; else the
+        collaborative signal (with liked movies) or popularity (without)."""
         genres = [g for g in movie.genres if g != NO_GENRES]
         parts: list[str] = []
         liked = [self.catalogue[i] for i in state.liked if i in self.catalogue and i != movie.item_id]
@@ -499,6 +500,8 @@ class ChatService:
             parts.append(f"no {_join(state.exclude_genres)}")
         if (state.year_min or state.year_max) and movie.year:
             parts.append(f"from {movie.year} ({year_range_text(state)})")
+        if not parts and liked:  # no metadata in common: the session vector (collaborative filtering) chose it
+            parts.append(f"people who liked {liked[0].display_title} liked it too")
         if not parts:
             parts.append(f"a popular {genres[0]} pick" if genres else "a popular pick")
         text = "; ".join(parts)

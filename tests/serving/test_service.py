@@ -225,3 +225,13 @@ def test_close_waits_for_a_cut_short_replys_generation_then_closes_the_engine(ca
     assert not service.engine.health()
     with pytest.raises(ServingError, match="closed"):
         service.chat(None, [user("I loved Toy Story")])
+
+
+def test_a_pick_sharing_no_genre_with_the_liked_movies_is_credited_to_them_not_to_popularity(service, catalogue):
+    liked = next(m for m in catalogue if m.genres)
+    other = next(m for m in catalogue if m.genres and not set(m.genres) & set(liked.genres))
+    state = DialogueState(liked=[liked.item_id], mentioned=[liked.item_id])
+    (reason,) = [r.reason for r in service.describe([other.item_id], state)]
+    assert reason == f"People who liked {liked.display_title} liked it too"
+    (cold,) = [r.reason for r in service.describe([other.item_id], DialogueState())]
+    assert cold.startswith("A popular")
