@@ -54,7 +54,8 @@ _MOVED_ARTICLE = re.compile(
 )
 _TRAILING_PARENS = re.compile(r"\s*\(([^()]*)\)\s*$")
 _AKA = re.compile(r"^(a\.k\.a\.|aka)\s+", re.I)
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&")
+_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"  # zero-width space/joiners, word joiner, BOM, soft hyphen
+_WORD = re.compile(rf"[^\W_]+(?:(?:['’]|[{_INVISIBLE}]+)[^\W_]+)*|&")
 _YEAR = re.compile(r"^\s*(?:\(\s*((?:18|19|20)\d\d)\s*\)|((?:18|19|20)\d\d)\b)")
 _SENTENCE_END = re.compile(r"[.!?;:\n]\s*$")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "*": "*", "_": "_", "«": "»"}
@@ -140,11 +141,11 @@ class _Candidate:
 
 
 def normalise(word: str) -> str:
-    """Lower-case, strip accents and apostrophes: "Amélie's" -> "amelies"; "&" -> "and"."""
+    """Lower-case, strip accents, apostrophes and invisible characters: "Amélie's" -> "amelies"; "&" -> "and"."""
     if word == "&":
         return "and"
     decomposed = unicodedata.normalize("NFKD", word.lower())
-    return "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’")
+    return "".join(c for c in decomposed if not unicodedata.combining(c) and c not in "'’" + _INVISIBLE)
 
 
 def tokenise(text: str) -> list[_Token]:

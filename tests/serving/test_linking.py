@@ -166,3 +166,8 @@ def test_titles_made_of_everyday_chat_words_need_quotes_capitals_or_a_year():
     assert titles(linker, 'I watched "More" yesterday') == ["More"]
     assert titles(linker, "anything else (2003) is underrated") == ["Anything Else"]
     assert titles(linker, "I really liked Anything Else") == ["Anything Else"]
+
+
+def test_invisible_characters_inside_a_title_do_not_break_it(linker):
+    assert titles(linker, "I loved T\u200boy St\u00adory") == ["Toy Story"]
+    assert titles(linker, "I loved \ufeffToy Story") == ["Toy Story"]
