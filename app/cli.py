@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(evaluate)
 
     config = sub.add_parser("config", help="settings (`config show` prints the effective ones, secrets masked)")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub = config.add_subparsers(dest="config_command", metavar="{show}", required=True)
     show = config_sub.add_parser("show", help="print the effective settings, secrets masked")
     _add_common(show)
     return parser
@@ -115,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers=[RichHandler(console=console, show_path=False)],
     )
     logging.captureWarnings(True)  # library warnings (e.g. the ML-100K fallback) show once, as log lines
+    if not args.verbose:  # faiss reports at INFO which CPU build it could not load, which reads like an error
+        logging.getLogger("faiss").setLevel(logging.WARNING)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from app.commands import run_command  # heavy imports (torch, transformers) only after parsing
 
