@@ -102,6 +102,21 @@ def popularity_counts(catalogue: Catalogue, item_ids: Sequence[int] | np.ndarray
     return np.bincount(catalogue.rows(ids[known]), minlength=len(catalogue)).astype(np.float64)
 
 
+def _read_entity2id(entity2id_path: Path, data_path: Path) -> dict[str, int]:
+    """The CRSLab entity -> id map; a missing or malformed one is named with what it is for."""
+    if not entity2id_path.is_file():
+        raise FileNotFoundError(
+            f"{data_path.name} is in CRSLab format and needs its entity2id.json; {entity2id_path} does not exist"
+        )
+    try:
+        entity2id = json.loads(entity2id_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{entity2id_path} is not valid JSON: {exc}") from None
+    if not isinstance(entity2id, dict) or not all(isinstance(v, int) for v in entity2id.values()):
+        raise ValueError(f"{entity2id_path} must map entity names to integer ids")
+    return entity2id
+
+
 def import_crs(
     name: str,
     path: Path,
@@ -112,7 +127,7 @@ def import_crs(
     """Read a CRSLab-style file (`entity2id.json` beside it unless given) and link it to `catalogue`."""
     path = Path(path)
     entity2id_path = Path(entity2id_path) if entity2id_path is not None else path.parent / "entity2id.json"
-    entity2id: dict[str, int] = json.loads(entity2id_path.read_text())
+    entity2id = _read_entity2id(entity2id_path, path)
     read = read_jsonl(path, CRSRow)
     matcher = CatalogueMatcher(catalogue, popularity)
     mapping = link_entities(name, read.records, entity2id, matcher)

@@ -134,3 +134,16 @@ def test_session_log_import(movielens, tmp_path):
     assert second.mentioned == [17, 16, 39, 14]
     assert second.targets == [] and second.recorded.recommendations == [19]
     assert dataset.dialogues[1].turns[0].targets == []
+
+
+def test_a_missing_or_malformed_entity2id_is_named(movielens, tmp_path):
+    path = write_crs(tmp_path / "crs")
+    (tmp_path / "crs" / "entity2id.json").unlink()
+    with pytest.raises(FileNotFoundError, match="test.jsonl is in CRSLab format and needs its entity2id.json"):
+        import_crs("toy", path, movielens.catalogue)
+    (tmp_path / "crs" / "entity2id.json").write_text("{not json")
+    with pytest.raises(ValueError, match="entity2id.json is not valid JSON"):
+        import_crs("toy", path, movielens.catalogue)
+    (tmp_path / "crs" / "entity2id.json").write_text('["a", "b"]')
+    with pytest.raises(ValueError, match="must map entity names to integer ids"):
+        import_crs("toy", path, movielens.catalogue)
