@@ -217,7 +217,9 @@ def _get(s: SystemSummary, metric: str) -> float | None:
 
 
 def _pm(value: MeanStderr | None) -> str:
-    return "" if value is None else f"{value.mean:.3f} ± {value.stderr:.3f}"
+    if value is None:
+        return ""
+    return "n/a" if value.n == 0 else f"{value.mean:.3f} ± {value.stderr:.3f}"
 
 
 def _num(value: float | None, digits: int = 3) -> str:

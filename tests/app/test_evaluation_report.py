@@ -46,6 +46,7 @@ def test_report_files(tmp_path):
     assert "| first | 5 | 5 | 0.000 ± 0.000 | 0.800 ± 0.200 | 1.000 ± 0.000 |" in markdown  # system, turns, rows
     assert "| GPT-4 (published, full test split) |  |  | 0.050 | 0.140 | 0.201 | 0.267 |" in markdown
     assert "sampled turns" not in markdown
+    assert "| first | seen excluded | dis | 0 | n/a |" in markdown, "a condition without rows has no figures"
     assert "![recall_curves_redial](recall_curves_redial.png)" in markdown
 
     page = files.html.read_text()
