@@ -43,6 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from benchmarks.gpu_vllm import percentile
+from serving.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -365,12 +366,7 @@ def api_server(engine: Engine, options: Options, logs: Path) -> Iterator[str]:
             _wait_healthy(url, process, log_path)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @contextmanager

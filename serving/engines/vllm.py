@@ -38,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from serving.engines.base import FinishReason, GenerationStream, LLMEngine, SamplingParams
 from serving.engines.transformers import _eos_token_ids
 from serving.errors import EngineUnavailableError, InvalidRequestError, PromptTooLongError
+from serving.processes import stop_process
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +132,7 @@ def serve_vllm(
             time.sleep(1.0)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _healthy(url: str) -> bool:

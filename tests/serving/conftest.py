@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from retrieval.catalogue import Catalogue
+from serving.processes import stop_process
+
 
 @pytest.fixture(scope="session")
 def tiny_llm(tiny_llm_dir: Path):
@@ -126,12 +128,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=10)
 
 
 @pytest.fixture()
