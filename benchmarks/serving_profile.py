@@ -33,14 +33,14 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from benchmarks.serving import LIKED, RESULTS, SHARED_MOVIELENS, load_bench_settings, trained_folder
+from tests.serving.live import serve
 
 MODEL_NAME = "ilmrec-profile"
 STAGES = ("state", "link", "text scores", "rank", "prompt", "soft-token lookup", "text embedding", "framing",
@@ -166,28 +166,6 @@ def turn_texts(turns: int) -> list[tuple[str, bool]]:
     return texts
 
 
-@contextmanager
-def live(app: Any) -> Iterator[str]:
-    """`app` under uvicorn in a thread on a free loopback port; yields the base URL."""
-    import socket
-
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
 def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "serving_profile.json", out / "serving_profile.md"
@@ -242,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = build_service(settings, artefacts)
     recorder = Recorder()
     instrument(service, recorder)
-    with live(build_app(service, MODEL_NAME)) as url:
+    with serve(build_app(service, MODEL_NAME)) as url:
         run_turns(url, turn_texts(2), recorder)  # warm-up
         load_before = os.getloadavg()[0]
         turns = run_turns(url, turn_texts(args.turns), recorder)
