@@ -163,7 +163,10 @@ class ChatPage:
     def respond(
         self, message: str, history: list[dict[str, Any]], session_id: str
     ) -> Iterator[tuple[Any, Any, Any, Any, Any]]:
-        """Stream one turn: (chat, cards, session id, textbox, cards shown) updates."""
+        """Stream one turn: (chat, cards, session id, textbox, cards shown) updates.
+
+        Only the first update clears the textbox, so what the user types while the reply streams is kept.
+        """
         skip = gr.skip()
         message = (message or "").strip()
         if not message:
@@ -180,10 +183,10 @@ class ChatPage:
                 if isinstance(event, ChatTurn):
                     chat[-1] = {"role": "assistant", "content": event.reply}
                     shown = [r.model_dump() for r in event.recommendations]
-                    yield chat, render_cards(event.recommendations, event.state), event.session_id, "", shown
+                    yield chat, render_cards(event.recommendations, event.state), event.session_id, skip, shown
                 else:
                     chat[-1] = {"role": "assistant", "content": chat[-1]["content"] + event}
-                    yield chat, skip, skip, "", skip
+                    yield chat, skip, skip, skip, skip
         except ServingError as exc:
             chat[-1] = {"role": "assistant", "content": f"Sorry, I couldn't answer that: {exc}"}
             yield chat, skip, skip, skip, skip
@@ -271,8 +274,10 @@ def build_ui(service: ChatService) -> gr.Blocks:
 
         shown = gr.State([])  # the cards on screen, as Recommendation dicts: feedback redraws them unchanged
         outputs = [chat, cards, session, box, shown]
-        box.submit(page.respond, [box, chat, session], outputs, api_name="chat")
-        send.click(page.respond, [box, chat, session], outputs, api_visibility="private")
+        # One listener for Enter and Send: "always_last" runs a message sent while a turn is still finishing
+        # after it, where the default ("once") would drop it silently.
+        gr.on([box.submit, send.click], page.respond, [box, chat, session], outputs, api_name="chat",
+              trigger_mode="always_last")
         reset.click(lambda: ([], render_cards([]), "", "", []), None, outputs, api_visibility="private")
         cards.feedback(page.feedback, [session, shown], [cards], api_visibility="private")
         blocks.load(page.restore, [session], [chat, cards, session, shown], js=READ_SESSION_FROM_URL,

@@ -181,6 +181,25 @@ def test_reload_restores_and_new_conversation_clears(app, tab, browser):
     assert app.service.session(session_id).state.liked[-1] == first, "the old session is left as it was"
 
 
+def test_a_message_sent_while_the_reply_streams_is_kept_and_answered_next(app, tab):
+    page = tab.page
+    open_ui(page, app.url)
+    page.fill("#message textarea", "I loved Toy Story and Finding Nemo")
+    page.click("#send")
+    page.wait_for_function("""() => {
+      const bots = document.querySelectorAll('#chat [data-testid="bot"]');
+      return bots.length && bots[bots.length - 1].innerText.trim().length > 0;
+    }""")
+    assert turns_shown(page) == 0, "the first reply is still streaming"
+    page.fill("#message textarea", "not animated")
+    page.click("#send")
+    page.wait_for_selector("#cards .rec-cards[data-turns='2']", timeout=120_000)
+    assert page.locator('#chat [data-testid="user"]').all_inner_texts() == [
+        "I loved Toy Story and Finding Nemo", "not animated"
+    ]
+    assert app.service.session(session_of(page)).state.exclude_genres == ["Animation"]
+
+
 def test_an_unknown_session_link_starts_afresh(app, tab):
     page = tab.page
     open_ui(page, app.url, "?session=no-such-session")

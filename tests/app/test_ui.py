@@ -54,11 +54,13 @@ def test_message_text_reads_strings_and_typed_parts(content, text):
 
 def test_a_turn_streams_then_ends_with_cards_and_the_session(page):
     events = list(page.respond("I loved Toy Story", [], ""))
-    chat, cards, session_id, box, shown = events[-1]
+    chat, cards, session_id, _, shown = events[-1]
     stored = page.service.session(session_id)
     assert chat == [{"role": "user", "content": "I loved Toy Story"},
                     {"role": "assistant", "content": stored.turns[-1].reply}]
-    assert all(f"data-item='{i}'" in cards for i in stored.turns[-1].recommended) and box == ""
+    assert all(f"data-item='{i}'" in cards for i in stored.turns[-1].recommended)
+    assert events[0][3] == "" and all(isinstance(e[3], type(gr.skip())) for e in events[1:]), (
+        "only the first update clears the textbox: text typed while the reply streams stays")
     assert [r["item_id"] for r in shown] == stored.turns[-1].recommended
     assert len(events) >= 3, "the empty bubble, at least one delta, then the finished turn"
 
