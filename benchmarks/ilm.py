@@ -61,8 +61,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 LOSSES = ("itc", "itg", "itm", "iic", "uic")
 K_VALUES = (1, 4, 8, 16, 32)
-# every system's describe prompt (trained on in phase 2; the text-only baseline is told the format the same way)
-DESCRIBE = "Describe this movie as 'Title (Year). Genres: A, B': {item}"
+DESCRIBE = Phase2Config().instruction
+"""Every system's describe prompt: production's, which the trained systems learn in phase 2. An earlier run named
+the format in it ("... as 'Title (Year). Genres: A, B'"): the systems then copied "A, B" as their genres."""
 
 
 @dataclass
@@ -205,7 +206,7 @@ def ilm_config(variant: Variant, scale: Scale, cf_dim: int, llm_hidden: int) -> 
 def phase2_config(scale: Scale) -> Phase2Config:
     return Phase2Config(
         steps=scale.phase2_steps, batch_size=scale.phase2_batch, warmup_steps=max(1, scale.phase2_steps // 10),
-        learning_rate=scale.phase2_lr, instruction=DESCRIBE, describe_weight=2.0, next_item_weight=1.0,
+        learning_rate=scale.phase2_lr, describe_weight=2.0, next_item_weight=1.0,
         conversation_weight=0.5, history_length=scale.history_length,
     )
 
@@ -524,9 +525,12 @@ def main(argv: list[str] | None = None) -> None:
            "Loss and K ablations are scored after phase 1 only (ITC text -> item Recall@10), no phase 2 / LLM "
            "metrics: rerun with --ablation-phase2 where time allows.")
         + f" Torch threads: {args.threads}.",
-        "The text-only baseline is not trained (the LLM is frozen and there is nothing else). Every system's "
-        f"describe instruction names the expected format ({DESCRIBE!r}); the trained systems were trained on it "
-        "in phase 2.",
+        "The text-only baseline is not trained (the LLM is frozen and there is nothing else). Every system gets "
+        f"production's describe instruction ({DESCRIBE!r}), which the trained systems learn in phase 2 to answer "
+        "as `Title (Year). Genres: A, B`; generations are parsed leniently (a `Title:` label, quotes, "
+        "`Genres` after a newline or dash, a title with its year followed by prose) and titles compared ignoring "
+        "case and spacing. The text-only baseline sees the title in its prompt, so its title accuracy is an upper "
+        "bound, not a rival; genre F1 is the item -> text comparison that tells the systems apart.",
         *([f"Per-variant results read from {', '.join(f'`{p}`' for p in args.report_from)}, written by runs of "
            "this command without --report-from (split with --only, or interrupted); prompt costs re-measured."]
           if args.report_from else []),

@@ -44,8 +44,8 @@ def itc_recall_at_k(
 
 
 def genre_f1(predicted: Sequence[str], expected: Sequence[str]) -> float:
-    """Set F1 = 2|P and E| / (|P| + |E|); 1.0 when both are empty."""
-    p, e = set(predicted), {g for g in expected if g != NO_GENRES}
+    """Set F1 = 2|P and E| / (|P| + |E|) over case-folded genre names; 1.0 when both are empty."""
+    p, e = {g.casefold() for g in predicted}, {g.casefold() for g in expected if g != NO_GENRES}
     if not p and not e:
         return 1.0
     return 2 * len(p & e) / (len(p) + len(e))
@@ -53,7 +53,8 @@ def genre_f1(predicted: Sequence[str], expected: Sequence[str]) -> float:
 
 @dataclass
 class DescriptionScores:
-    """Means over items: exact display-title match and genre set F1 of generated descriptions."""
+    """Means over items: display-title match (ignoring case and spacing) and genre set F1 of generated
+    descriptions."""
 
     title_accuracy: float
     genre_f1: float
@@ -66,9 +67,13 @@ def score_descriptions(generated: Sequence[str], movies: Sequence[Movie]) -> Des
     if not movies:
         return DescriptionScores(float("nan"), float("nan"))
     parsed = [parse_description(text) for text in generated]
-    titles = [title == movie.display_title for (title, _), movie in zip(parsed, movies, strict=True)]
+    titles = [_folded(title) == _folded(movie.display_title) for (title, _), movie in zip(parsed, movies, strict=True)]
     f1 = [genre_f1(genres, movie.genres) for (_, genres), movie in zip(parsed, movies, strict=True)]
     return DescriptionScores(title_accuracy=float(np.mean(titles)), genre_f1=float(np.mean(f1)))
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.casefold().split())
 
 
 @torch.inference_mode()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from retrieval.catalogue import Movie
 
 NO_GENRES = "(no genres listed)"
+GENRES_LABEL = re.compile(r"[\s.,;\-–—]*\bgenres?\s*[:\-–—]\s*", re.IGNORECASE)
+TITLE_LABEL = re.compile(r"^(?:title|movie)\s*:\s*", re.IGNORECASE)
+TITLE_WITH_YEAR = re.compile(r"^(.*?\(\d{4}\))")
+GENRE_SEPARATOR = re.compile(r"\s*(?:,|/|\||\band\b)\s*")
+DECORATION = " \t\"'*`“”.-–—"
 
 
 def describe(movie: Movie) -> str:
@@ -17,8 +24,19 @@ def describe(movie: Movie) -> str:
 
 
 def parse_description(text: str) -> tuple[str, tuple[str, ...]]:
-    """Inverse of `describe` for generated text: (display title, genres). Tolerates missing genres."""
-    title, sep, genres = text.strip().partition(". Genres:")
-    if not sep:
-        return title.strip(), ()
-    return title.strip(), tuple(g.strip() for g in genres.split(",") if g.strip())
+    """Inverse of `describe` for generated text: (display title, genres), tolerant of a small LLM's layouts.
+
+    Accepted besides `describe`'s own form: a "Title:" label, quotes or markdown around the title, "Genres"
+    after a newline, dash or colon, genres split by commas, slashes, bars or "and", and a title with a year
+    followed by prose ("Heat (1995) is a crime film" -> "Heat (1995)"). Missing genres give ().
+    """
+    head, *rest = GENRES_LABEL.split(text.strip(), maxsplit=1)
+    lines = TITLE_LABEL.sub("", head.strip()).splitlines() or [""]
+    title = lines[0].strip(DECORATION)
+    with_year = TITLE_WITH_YEAR.match(title)
+    if with_year:
+        title = with_year.group(1).strip(DECORATION)
+    if not rest:
+        return title, ()
+    genres = (rest[0].strip().splitlines() or [""])[0]
+    return title, tuple(g for part in GENRE_SEPARATOR.split(genres) if (g := part.strip(DECORATION)))

@@ -13,6 +13,7 @@ def test_genre_f1():
     assert genre_f1(["Drama"], ["Crime", "Drama"]) == pytest.approx(2 / 3)
     assert genre_f1([], ["(no genres listed)"]) == 1.0
     assert genre_f1(["Horror"], ["Comedy"]) == 0.0
+    assert genre_f1(["drama", "CRIME"], ["Crime", "Drama"]) == 1.0
 
 
 def test_score_descriptions():
@@ -24,6 +25,8 @@ def test_score_descriptions():
     scores = score_descriptions(generated, movies)
     assert scores.title_accuracy == 0.5
     assert scores.genre_f1 == pytest.approx((1.0 + 2 / 3) / 2)
+    loose = score_descriptions(["Title: heat  (1995)\nGenres: action", "up (2009) is lovely"], movies)
+    assert loose.title_accuracy == 1.0 and loose.genre_f1 == pytest.approx((2 / 3 + 0.0) / 2)
 
 
 @torch.no_grad()
