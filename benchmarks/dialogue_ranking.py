@@ -49,6 +49,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fused-1:0.5-1turn": {"text_weight": 0.5, "text_turns": 1, "popularity_weight": 0.0},
     "fused-1:0.5+asst0.5": {"text_weight": 0.5, "recommended_weight": 0.5, "popularity_weight": 0.0},
     "fused-1:0.5+asst1": {"text_weight": 0.5, "recommended_weight": 1.0, "popularity_weight": 0.0},
+    "fused-1:0.1+asst1+pop0.25": {"text_weight": 0.1, "recommended_weight": 1.0, "popularity_weight": 0.25},
+    "fused-1:0.25+asst1+pop0.25": {"text_weight": 0.25, "recommended_weight": 1.0, "popularity_weight": 0.25},
+    "fused-1:0.5+asst1+pop0.25": {"text_weight": 0.5, "recommended_weight": 1.0, "popularity_weight": 0.25},
+    "fused-1:1+asst1+pop0.25": {"text_weight": 1.0, "recommended_weight": 1.0, "popularity_weight": 0.25},
 }
 
 
