@@ -1,15 +1,19 @@
 """Retrieval-level recall of the dialogue manager's candidate ranking on ReDial test-dev (no LLM reply).
 
     nice -n 10 .venv/bin/python -m benchmarks.dialogue_ranking --artefacts DIR [--split tune|report]
-        [--limit N] [--variants NAME,...]
+        [--limit N] [--variants NAME,...] [--out-stem NAME]
 
 Each variant is the dialogue manager's state tracking (`serving.dialogue.read_history`: linking, sentiment,
 constraints) and ranking (`candidates`: fused CF + ITC text scores, filters, boosts), as `ChatService.rank`
 does it, with some `RankingConfig` fields changed (the LLM reply is not generated); the harness (`app.evaluation.replay.run_evaluation`) scores it like any system (condition rec, seen excluded).
+Variants with an "llm" weight then re-order the top `RERANK_N` with `serving.llm_rerank.LLMReranker` (the frozen
+LLM's mean log-prob of each title after the phase-2 next-item prompt, the last liked items as ILM soft tokens),
+fused as z(rank score) + w z(LLM score) ("only": the LLM order alone); the LLM is loaded as serving loads it
+(`ilm_model.llm_loading.load_frozen_llm` with the app settings' `llm` and cache, e.g. ILMREC_CACHE_DIR).
 
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
 form the *tune* split, on which fusion weights may be chosen; the rest is the *report* split, the only one
-whose numbers are quoted. Writes benchmarks/results/dialogue_ranking_<split>.{json,md}.
+whose numbers are quoted. Writes benchmarks/results/<out-stem>.{json,md}, by default dialogue_ranking_<split>.
 """
 
 from __future__ import annotations
@@ -32,14 +36,20 @@ RESULTS = ROOT / "benchmarks" / "results"
 TUNE_SEED = 7
 TUNE_SHARE = 0.3
 KS = (1, 5, 10, 20, 50)
+RERANK_N = 20
+BEST = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25}  # the tuned cf-only+asst1+pop0.25
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # name: RankingConfig overrides; "text": False leaves the ITC text scores out
+    # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight
     "cf-only": {"text": False, "popularity_weight": 0.0},
     "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5, "popularity_weight": 0.0},
     "cf-only+pop0.25": {"text": False, "popularity_weight": 0.25},
     "cf-only+asst1": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0},
-    "cf-only+asst1+pop0.25": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25},
+    "cf-only+asst1+pop0.25": BEST,
+    "cf-only+asst1+pop0.25+llm0.5": {**BEST, "llm": 0.5},
+    "cf-only+asst1+pop0.25+llm1": {**BEST, "llm": 1.0},
+    "cf-only+asst1+pop0.25+llm2": {**BEST, "llm": 2.0},
+    "cf-only+asst1+pop0.25+llm-only": {**BEST, "llm": "only"},
     "text-only": {"cf_weight": 0.0, "text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:1": {"text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:0.5": {"text_weight": 0.5, "popularity_weight": 0.0},
@@ -75,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads (1 is fastest when shared)")
     parser.add_argument("--baselines", action="store_true", help="also the harness's popularity and retrieval")
     parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--out-stem", help="result file name without suffix (default dialogue_ranking_<split>)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
 
@@ -87,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from serving.config import RankingConfig
     from serving.dialogue import candidates, read_history
     from serving.linking import TitleLinker
+    from serving.llm_rerank import LLM_ONLY, fuse
 
     names = args.variants.split(",") if args.variants else list(VARIANTS)
     movielens = args.shared / "ml-latest-small"
@@ -100,6 +112,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from serving.text_scores import ITCTextScorer
 
         scorer = ITCTextScorer(ItemLanguageModel.from_pretrained(args.artefacts / "ilm" / "model").eval(), recommender)
+    reranker = None
+    if any("llm" in VARIANTS[n] for n in names):
+        from app.settings import load_settings
+        from ilm_model.llm_loading import load_frozen_llm
+        from ilm_model.soft_tokens import SoftTokenTable
+        from serving.llm_rerank import LLMReranker
+
+        settings = load_settings()
+        llm, tokenizer = load_frozen_llm(settings.llm, settings.cache)
+        soft_tokens = SoftTokenTable.load(args.artefacts / "ilm" / "soft_tokens.safetensors")
+        reranker = LLMReranker(llm, tokenizer, soft_tokens, catalogue)
+    llm_memo: dict[tuple[tuple[int, ...], tuple[int, ...]], np.ndarray] = {}
+    llm_seconds: list[float] = []
+
+    def llm_scores(liked: list[int], top: list[int]) -> np.ndarray:
+        """The reranker's scores, once per (prompt history, candidates): the re-rank variants share them."""
+        key = (tuple(reranker.history(liked)), tuple(top))
+        if key not in llm_memo:
+            tick = time.perf_counter()
+            llm_memo[key] = reranker.scores(liked, top)
+            llm_seconds.append(time.perf_counter() - tick)
+        return llm_memo[key]
+
     linker = TitleLinker(catalogue, popularity)
     memo: dict[str, list] = {}
     find = linker.find
@@ -121,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         def __init__(self, name: str, overrides: dict[str, Any]):
             self.name = name
             self.text = overrides.get("text", True)
-            self.ranking = RankingConfig(**{k: v for k, v in overrides.items() if k != "text"})
+            llm = overrides.get("llm")
+            self.llm = LLM_ONLY if llm == "only" else llm
+            self.ranking = RankingConfig(**{k: v for k, v in overrides.items() if k not in ("text", "llm")})
 
         def recommend(self, context: SystemContext, k: int) -> SystemOutput:
             state = read_history(((m["role"], m["content"]) for m in context.chat_messages()), linker, catalogue)
@@ -130,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 text_scores = scorer.scores(" ".join(state.user_texts[-self.ranking.text_turns :]))
             ids = candidates(state, recommender, catalogue, k, popularity=popularity, config=self.ranking,
                              text_scores=text_scores)
+            if self.llm is not None and state.liked and len(ids) > 1:
+                top = ids[:RERANK_N]
+                ids = [top[p] for p in fuse(llm_scores(state.liked, top), self.llm)] + ids[RERANK_N:]
             return SystemOutput(item_ids=ids)
 
     systems: list[System] = [RankingSystem(n, VARIANTS[n]) for n in names]
@@ -151,14 +191,25 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{len(turns)} turns; split seed {TUNE_SEED}, tune share {TUNE_SHARE}), condition rec, seen excluded, "
               f"artefacts {args.artefacts.name}; {seconds:.0f} s. Variants: "
               + "; ".join(f"{n} = {VARIANTS[n]}" for n in names) + ".")
+    rerank = None
+    if reranker is not None:
+        rerank = {"top_n": RERANK_N, "scored_turns": len(llm_seconds),
+                  "mean_seconds": float(np.mean(llm_seconds)) if llm_seconds else None,
+                  "median_seconds": float(np.median(llm_seconds)) if llm_seconds else None}
+        header += (f" LLM re-rank of the top {RERANK_N} ({settings.llm} LLM, last {reranker.prompts.history_length} "
+                   f"liked items as soft tokens): {len(llm_seconds)} turns scored (turns without liked items "
+                   f"keep the retrieval order)"
+                   + (f", {rerank['mean_seconds']:.3f} s mean / {rerank['median_seconds']:.3f} s median per turn "
+                      f"at {args.torch_threads} torch thread(s)." if llm_seconds else "."))
     lines = [header, "", "| variant | rows | " + " | ".join(f"R@{k}" for k in KS) + " | NDCG@10 |",
              "|---|---:|" + "---:|" * (len(KS) + 1)]
     for row in rows:
         lines.append(f"| {row['variant']} | {row['rows']} | "
                      + " | ".join(f"{row[f'R@{k}']:.4f}" for k in KS) + f" | {row['NDCG@10']:.4f} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"dialogue_ranking_{args.split}"
-    stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    stem = RESULTS / (args.out_stem or f"dialogue_ranking_{args.split}")
+    stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "llm_rerank": rerank},
+                                                    indent=1))
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
