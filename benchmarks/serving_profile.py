@@ -20,6 +20,12 @@ uvicorn in a thread of this process, and sends `--turns` streamed turns one at a
 Each stage's figure is its median over the turns (ms); `prompt rows` is the median prompt length. Writes
 `serving_profile.json` (every turn, per label; a rerun with the same label replaces it) and
 `serving_profile.md` (one column per label) into `--out`.
+
+    python -m benchmarks.serving_profile --rank-calls 200 [--artefacts RUN_FOLDER] ...
+
+times only `ChatService.rank` instead (no server, no LLM call): 200 calls for each of three dialogue states
+(cold start, the turns' "I loved X and Y", then its follow-up), printing median and p95 ms per state; it
+writes nothing (`--label` is then not needed).
 """
 
 from __future__ import annotations
@@ -166,6 +172,25 @@ def turn_texts(turns: int) -> list[tuple[str, bool]]:
     return texts
 
 
+def time_rank(service: Any, calls: int) -> dict[str, list[float]]:
+    """Milliseconds of each of `calls` `service.rank` calls, per dialogue state (after one warm-up call)."""
+    from serving.dialogue import DialogueState
+
+    (liked_text, _), (follow_up, _) = turn_texts(2)
+    liked = service._read(DialogueState(), liked_text)
+    states = {"cold start": service._read(DialogueState(), "what should I watch?"), "liked": liked,
+              "follow-up": service._read(liked, follow_up)}
+    timings: dict[str, list[float]] = {}
+    for name, state in states.items():
+        service.rank(state)
+        timings[name] = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            service.rank(state)
+            timings[name].append(1000 * (time.perf_counter() - started))
+    return timings
+
+
 def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "serving_profile.json", out / "serving_profile.md"
@@ -200,14 +225,18 @@ def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", required=True, help="the column of this run (a rerun replaces it)")
+    parser.add_argument("--label", help="the column of this run (a rerun replaces it); required unless --rank-calls")
     parser.add_argument("--turns", type=int, default=12)
+    parser.add_argument("--rank-calls", type=int, default=0, help="only time ChatService.rank, this many calls per "
+                        "state (writes nothing)")
     parser.add_argument("--data-path", type=Path, default=SHARED_MOVIELENS if SHARED_MOVIELENS.is_dir() else None)
     parser.add_argument("--config", type=Path)
     parser.add_argument("--artefacts", type=Path)
     parser.add_argument("--note")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.label is None and not args.rank_calls:
+        parser.error("--label is required (unless --rank-calls)")
 
     import torch
 
@@ -218,6 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_bench_settings(args.data_path, args.config, engine="transformers")
     artefacts = load_trained(trained_folder(settings, args.artefacts), settings)
     service = build_service(settings, artefacts)
+    if args.rank_calls:
+        print(f"ChatService.rank, {args.rank_calls} calls per state, load {os.getloadavg()[0]:.1f}, nice {os.nice(0)}")
+        for name, ms in time_rank(service, args.rank_calls).items():
+            p95 = sorted(ms)[max(0, round(0.95 * len(ms)) - 1)]
+            print(f"{name:>18}: median {statistics.median(ms):6.1f} ms, p95 {p95:6.1f} ms")
+        return 0
     recorder = Recorder()
     instrument(service, recorder)
     with serve(build_app(service, MODEL_NAME)) as url:

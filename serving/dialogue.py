@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.catalogue import Catalogue, Movie
+from retrieval.errors import UnknownItemError
 from retrieval.recommender import Recommender
 from serving.config import RankingConfig
 from serving.linking import Mention, TitleLinker, normalise, tokenise
@@ -362,6 +364,86 @@ def year_range_text(state: DialogueState) -> str:
     return f"{state.year_min} or later" if state.year_min else f"{state.year_max} or earlier"
 
 
+@dataclass(frozen=True, eq=False)
+class CatalogueArrays:
+    """What `candidates` filters, boosts and fills up with, as arrays over catalogue rows (row r is
+    `catalogue.movies[r]`). Built once per catalogue and popularity (`ChatService` builds it when it starts),
+    so a turn's ranking is array arithmetic rather than a Python loop over every movie."""
+
+    catalogue: Catalogue
+    popularity: np.ndarray
+    """`[n_items]` float64 (zeros when none was given)."""
+    by_popularity: np.ndarray
+    """`[n_items]` rows, most popular first, ties in catalogue order."""
+    popularity_z: np.ndarray
+    """`[n_items]` z(log(1 + popularity)), the popularity term of `fused_scores`."""
+    years: np.ndarray
+    """`[n_items]` float64 release years, NaN where unknown."""
+    genre_names: tuple[str, ...]
+    """`[n_genres]` the catalogue's genres, sorted; the columns of `genres`."""
+    genres: np.ndarray
+    """`[n_items, n_genres]` bool membership."""
+    genre_words: np.ndarray
+    """`[ceil(n_genres / 64), n_items]` uint64, `genres` as bit sets (popcounts count shared genres fast)."""
+    _id_order: np.ndarray
+    """`[n_items]` rows that sort `catalogue.ids` ascending (for vectorised id -> row)."""
+
+    @classmethod
+    def build(cls, catalogue: Catalogue, popularity: np.ndarray | Sequence[float] | None = None) -> CatalogueArrays:
+        n = len(catalogue)
+        popularity = np.zeros(n) if popularity is None else np.asarray(popularity, dtype=np.float64)
+        if popularity.shape != (n,):
+            raise ValueError(f"popularity must have one value per catalogue row ({n}), got {popularity.shape}")
+        names = tuple(catalogue.genres())
+        column = {g: j for j, g in enumerate(names)}
+        genres = np.zeros((n, len(names)), dtype=bool)
+        for r, movie in enumerate(catalogue):
+            genres[r, [column[g] for g in movie.genres]] = True
+        return cls(
+            catalogue=catalogue, popularity=popularity, by_popularity=np.argsort(-popularity, kind="stable"),
+            popularity_z=_standardise(np.log1p(np.maximum(popularity, 0.0))),
+            years=np.array([np.nan if m.year is None else m.year for m in catalogue], dtype=np.float64),
+            genre_names=names, genres=genres, genre_words=_bit_words(genres),
+            _id_order=np.argsort(catalogue.ids, kind="stable"),
+        )
+
+    def rows(self, item_ids: np.ndarray | Sequence[int]) -> np.ndarray:
+        """`[len(item_ids)]` int64 rows of catalogue ids; UnknownItemError for an id outside the catalogue."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        rows, found = self._lookup(ids)
+        if not found.all():
+            raise UnknownItemError(f"item {int(ids[~found][0])} is not in the catalogue")
+        return rows
+
+    def mask(self, item_ids: Iterable[int]) -> np.ndarray:
+        """`[n_items]` bool: True at the rows of `item_ids` (ids outside the catalogue are ignored)."""
+        ids = np.fromiter(item_ids, dtype=np.int64)
+        rows, found = self._lookup(ids)
+        mask = np.zeros(len(self.catalogue), dtype=bool)
+        mask[rows[found]] = True
+        return mask
+
+    def genre_count(self, names: Iterable[str]) -> np.ndarray:
+        """`[n_items]` int: how many of the genres `names` each movie has (names outside the catalogue: none)."""
+        return self.genres[:, self._columns(names)].sum(axis=1)
+
+    def has_any_genre(self, names: Iterable[str]) -> np.ndarray:
+        """`[n_items]` bool: whether each movie has at least one of the genres `names`."""
+        return self.genres[:, self._columns(names)].any(axis=1)
+
+    def _columns(self, names: Iterable[str]) -> list[int]:
+        wanted = set(names)
+        return [j for j, g in enumerate(self.genre_names) if g in wanted]
+
+    def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, found) for `ids`; rows are meaningless where not found."""
+        if not len(self._id_order):
+            return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        sorted_ids = self.catalogue.ids[self._id_order]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return self._id_order[at], sorted_ids[at] == ids
+
+
 def candidates(
     state: DialogueState,
     recommender: Recommender,
@@ -371,46 +453,53 @@ def candidates(
     popularity: np.ndarray | None = None,
     config: RankingConfig | None = None,
     text_scores: np.ndarray | None = None,
+    arrays: CatalogueArrays | None = None,
 ) -> list[int]:
     """Up to `k` catalogue ids to recommend next, best first.
 
     Personalised pool (the top `config.pool` by `fused_scores`, everything mentioned, seen or recommended
     left out) when there are liked items or `text_scores` (`[n_items]`, catalogue rows, e.g. ITC scores of
     the user's words); otherwise popularity (`[n_items]`, catalogue rows; catalogue order when None). Hard
-    filters (excluded genres, year range, `config.deny_list`) come before soft boosts (requested genres,
-    mood). Popular items fill up when the personalised pool runs dry. Without liked items a genre-diversity penalty spreads the picks
-    (cold start). Never returns an id outside the catalogue.
+    filters (`constraint_mask`, `config.deny_list`) come before soft boosts (`boosts`) on a base score of
+    1 - rank / n_allowed. Popular items fill up when the personalised pool runs dry; with liked items the
+    personalised ones keep precedence. Without liked items a genre-diversity penalty spreads the picks (cold
+    start). Never returns an id outside the catalogue.
+
+    `arrays` (built for `catalogue`, popularity inside) saves building them per call; give it or
+    `popularity`, not both.
     """
     config = config or RankingConfig()
-    popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
+    if arrays is None:
+        arrays = CatalogueArrays.build(catalogue, popularity)
+    elif popularity is not None or arrays.catalogue is not catalogue:
+        raise ValueError("candidates: pass either popularity or arrays built for this catalogue, not both")
     seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
             | set(state.neutral) | set(state.seen) | set(config.deny_list))
-    by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
+    excluded = arrays.mask(seen)
 
-    pool: list[int] = []
-    fused = fused_scores(state, recommender, catalogue, popularity, config, text_scores, seen)
+    personalised = np.zeros(len(catalogue), dtype=bool)
+    pool = arrays.by_popularity
+    fused = fused_scores(state, recommender, arrays, config, text_scores, seen)
     if fused is not None:
         order = np.lexsort((np.arange(len(fused)), -fused))
-        pool = [i for i in (int(catalogue.ids[r]) for r in order[: config.pool + len(seen)]) if i not in seen]
-        pool = pool[: config.pool]
-    personalised = set(pool)
-    pool += [i for i in by_popularity if i not in personalised]
+        top = order[~excluded[order]][: config.pool]
+        personalised[top] = True
+        pool = np.concatenate([top, pool[~personalised[pool]]])
 
-    allowed = [i for i in dict.fromkeys(pool) if i not in seen and passes_constraints(catalogue[i], state)]
-    if not allowed:
+    allowed = pool[~excluded[pool] & constraint_mask(arrays, state)[pool]]
+    if not allowed.size:
         return []
-    base = {item: 1.0 - rank / len(allowed) for rank, item in enumerate(allowed)}
-    scores = {item: base[item] + _boost(catalogue[item], state, config) for item in allowed}
-    if state.liked:  # personalised items keep precedence over the popularity fill-up
-        return sorted(allowed, key=lambda i: (i not in personalised, -scores[i]))[:k]
-    return _diverse(allowed, scores, catalogue, k, config.diversity)
+    scores = (1.0 - np.arange(allowed.size) / allowed.size) + boosts(arrays, state, config)[allowed]
+    if state.liked:
+        best = np.lexsort((-scores, ~personalised[allowed]))[:k]  # stable: ties keep the pool's order
+        return [int(i) for i in catalogue.ids[allowed[best]]]
+    return _diverse(allowed, scores, arrays, k, config.diversity)
 
 
 def fused_scores(
     state: DialogueState,
     recommender: Recommender,
-    catalogue: Catalogue,
-    popularity: np.ndarray,
+    arrays: CatalogueArrays,
     config: RankingConfig,
     text_scores: np.ndarray | None = None,
     exclude: set[int] | frozenset[int] = frozenset(),
@@ -421,7 +510,9 @@ def fused_scores(
 
     cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
+    Popularity is `arrays.popularity`.
     """
+    catalogue = arrays.catalogue
     total = np.zeros(len(catalogue))
     used = False
     items, weights = fold_in_history(state, config)
@@ -430,7 +521,7 @@ def fused_scores(
         if n > 0:
             ids, values = recommender.recommend(items, k=n, exclude=sorted(exclude), weights=weights)
             cf = np.full(len(catalogue), np.nan)
-            cf[catalogue.rows([int(i) for i in ids])] = values
+            cf[arrays.rows(ids)] = values
             total += config.cf_weight * _standardise(cf)
             used = True
     if text_scores is not None:
@@ -442,7 +533,7 @@ def fused_scores(
     if not used:
         return None
     if config.popularity_weight:
-        total += config.popularity_weight * _standardise(np.log1p(np.maximum(popularity, 0.0)))
+        total += config.popularity_weight * arrays.popularity_z
     return total
 
 
@@ -487,42 +578,75 @@ def passes_constraints(movie: Movie, state: DialogueState) -> bool:
     return True
 
 
-def _boost(movie: Movie, state: DialogueState, config: RankingConfig) -> float:
-    genres = set(movie.genres)
+def constraint_mask(arrays: CatalogueArrays, state: DialogueState) -> np.ndarray:
+    """`[n_items]` bool: `passes_constraints` for every catalogue row at once."""
+    ok = ~arrays.has_any_genre(state.exclude_genres)
+    if state.year_min is not None:
+        ok &= arrays.years >= state.year_min  # NaN (unknown year) compares False: it fails a stated range
+    if state.year_max is not None:
+        ok &= arrays.years <= state.year_max
+    return ok
+
+
+def boosts(arrays: CatalogueArrays, state: DialogueState, config: RankingConfig) -> np.ndarray:
+    """`[n_items]` soft boosts added to the base score:
+
+        b = include_boost * |genres & wanted| / |wanted| + mood_boost * ([has a preferred genre] - [has a pushed one])
+
+    (a term is 0 without requested genres or without a mood).
+    """
+    boost = np.zeros(len(arrays.catalogue))
     wanted = set(state.include_genres)
-    boost = config.include_boost * len(genres & wanted) / len(wanted) if wanted else 0.0
+    if wanted:
+        boost = config.include_boost * arrays.genre_count(wanted) / len(wanted)
     if state.mood is not None:
         prefer, push = MOOD_GENRES[state.mood]
-        boost += config.mood_boost * (bool(genres & prefer) - bool(genres & push))
+        boost = boost + config.mood_boost * (arrays.has_any_genre(prefer).astype(np.int64)
+                                             - arrays.has_any_genre(push))
     return boost
 
 
-def _diverse(items: list[int], scores: dict[int, float], catalogue: Catalogue, k: int, penalty: float) -> list[int]:
-    """Greedy: the best score minus `penalty` x the largest genre Jaccard overlap with an earlier pick.
+def _diverse(rows: np.ndarray, scores: np.ndarray, arrays: CatalogueArrays, k: int, penalty: float) -> list[int]:
+    """Greedy over catalogue `rows` with `scores` `[len(rows)]`: the best score minus `penalty` x the largest
+    genre Jaccard overlap with an earlier pick, |a & b| / |a | b| (0 when both have no genre); among equals
+    the better-scored, then the earlier in `rows`. Returns catalogue ids.
 
-    Vectorised over items: a `[n, n_genres]` membership matrix; after each pick every item's largest
-    overlap is updated with that pick, |a & b| / |a | b| (0 when both have no genre).
+    Vectorised over rows: after each pick every row's largest overlap is updated with that pick, the
+    intersections counted as popcounts of the genre bit sets.
     """
-    order = sorted(items, key=lambda i: -scores[i])
-    names = sorted({g for i in order for g in catalogue[i].genres})
-    column = {g: j for j, g in enumerate(names)}
-    member = np.zeros((len(order), len(names)), dtype=bool)
-    for r, item in enumerate(order):
-        member[r, [column[g] for g in catalogue[item].genres]] = True
-    counts = member.sum(axis=1)
-    base = np.array([scores[i] for i in order])
-    overlap = np.zeros(len(order))
-    taken = np.zeros(len(order), dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    rows, base = rows[order], scores[order]
+    words = arrays.genre_words[:, rows]
+    counts = _shared_genres(words, None)
+    overlap = np.zeros(len(rows))
+    taken = np.zeros(len(rows), dtype=bool)
     chosen: list[int] = []
-    for _ in range(min(k, len(order))):
+    for _ in range(min(k, len(rows))):
         adjusted = np.where(taken, -np.inf, base - penalty * overlap)
         best = int(np.argmax(adjusted))  # first of equals: the better-ranked
         taken[best] = True
-        chosen.append(order[best])
-        shared = (member & member[best]).sum(axis=1)
+        chosen.append(best)
+        shared = _shared_genres(words, best)
         union = counts + counts[best] - shared
-        overlap = np.maximum(overlap, np.divide(shared, union, out=np.zeros(len(order)), where=union > 0))
-    return chosen
+        overlap = np.maximum(overlap, np.divide(shared, union, out=np.zeros(len(rows)), where=union > 0))
+    return [int(i) for i in arrays.catalogue.ids[rows[chosen]]]
+
+
+def _bit_words(member: np.ndarray) -> np.ndarray:
+    """`[n, g]` bool -> `[ceil(g / 64), n]` uint64: bit j of word w is column 64 w + j."""
+    n, g = member.shape
+    padded = np.zeros((n, max(1, -(-g // 64)) * 64), dtype=np.uint64)
+    padded[:, :g] = member
+    bits = padded.reshape(n, -1, 64) << np.arange(64, dtype=np.uint64)
+    return np.bitwise_or.reduce(bits, axis=2).T.copy()
+
+
+def _shared_genres(words: np.ndarray, other: int | None) -> np.ndarray:
+    """`[n]` int64: how many genres each column of `words` shares with column `other` (None: has at all)."""
+    shared = np.zeros(words.shape[1], dtype=np.int64)
+    for word in words:
+        shared += np.bitwise_count(word if other is None else word & word[other])
+    return shared
 
 
 def _move(value: object, *, to: list, away: list) -> None:

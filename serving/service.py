@@ -28,6 +28,7 @@ from serving.api.protocol import ChatMessage, PromptTokensDetails, Recommendatio
 from serving.config import ServingConfig
 from serving.dialogue import (
     MOOD_GENRES,
+    CatalogueArrays,
     DialogueState,
     FeedbackKind,
     apply_feedback,
@@ -146,6 +147,7 @@ class ChatService:
             popularity = recommender.popularity.counts
         self.popularity = None if popularity is None else np.asarray(popularity, dtype=np.float64)
         self.linker = TitleLinker(catalogue, self.popularity)
+        self.arrays = CatalogueArrays.build(catalogue, self.popularity)
         if soft_tokens.hidden_size != engine.hidden_size:
             raise ConfigurationError(
                 f"the soft-token table is {soft_tokens.hidden_size} wide but the LLM's hidden size is "
@@ -219,7 +221,7 @@ class ChatService:
             text_scores = self.text_scorer.scores(" ".join(state.user_texts[-ranking.text_turns :]))
         return candidates(
             state, self.recommender, self.catalogue, max(self.config.n_recommendations, ranking.ranked),
-            popularity=self.popularity, config=ranking, text_scores=text_scores,
+            config=ranking, text_scores=text_scores, arrays=self.arrays,
         )
 
     def health(self) -> bool:

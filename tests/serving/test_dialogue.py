@@ -7,6 +7,7 @@ import pytest
 
 from serving.config import RankingConfig
 from serving.dialogue import (
+    CatalogueArrays,
     DialogueState,
     apply_feedback,
     candidates,
@@ -291,7 +292,8 @@ def test_fused_scores_add_standardised_terms(linker, catalogue, recommender):
     text = np.linspace(0.0, 1.0, len(catalogue))
     popularity = np.arange(len(catalogue), dtype=np.float64)
     config = RankingConfig(cf_weight=2.0, text_weight=0.5, popularity_weight=0.25)
-    fused = fused_scores(state, recommender, catalogue, popularity, config, text)
+    arrays = CatalogueArrays.build(catalogue, popularity)
+    fused = fused_scores(state, recommender, arrays, config, text)
 
     def z(x):
         return (x - x.mean()) / x.std()
@@ -304,9 +306,9 @@ def test_fused_scores_add_standardised_terms(linker, catalogue, recommender):
     cf_z[~finite] = cf_z[finite].min()
     expected = 2.0 * cf_z + 0.5 * z(text) + 0.25 * z(np.log1p(popularity))
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
-    assert fused_scores(DialogueState(), recommender, catalogue, popularity, config) is None
+    assert fused_scores(DialogueState(), recommender, arrays, config) is None
     with pytest.raises(ValueError, match="one value per catalogue row"):
-        fused_scores(state, recommender, catalogue, popularity, config, text[:-1])
+        fused_scores(state, recommender, arrays, config, text[:-1])
 
 
 def test_text_scores_steer_candidates_without_mentions(catalogue, recommender, ids_by_title):
