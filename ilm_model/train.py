@@ -17,7 +17,7 @@ from ilm_model.evaluation import itc_recall_at_k, score_descriptions
 from ilm_model.interactions import Interactions, co_interacted_pairs, user_item_pairs
 from ilm_model.item_text import describe
 from ilm_model.metadata import enriched_text, join_facts, movies_db, read_facts
-from ilm_model.modeling import ItemLanguageModel
+from ilm_model.modeling import ItemLanguageModel, ItemRepresentations
 from ilm_model.prompting import ItemPrompt, generate_from_soft_tokens
 from ilm_model.soft_tokens import SoftTokenTable
 from ilm_model.tasks import build_task_mix
@@ -26,6 +26,7 @@ from ilm_model.train_phase1 import train_phase1
 from ilm_model.train_phase2 import train_phase2
 from ilm_model.training_history import TrainingHistory
 from retrieval.catalogue import Catalogue
+from retrieval.distributed import Replicas
 from retrieval.storage import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def train_ilm(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     checkpoint_every: int = 50,
+    replicas: Replicas | None = None,
 ) -> ILMTrainResult:
     """Train the ILM on every catalogue item except a held-out sample, then measure it and build the table.
 
@@ -113,6 +115,10 @@ def train_ilm(
     state is written there atomically (`ilm_model.train_checkpoint`); `resume=True` continues from that checkpoint
     when there is one (a phase-2 one skips phase 1), to the uninterrupted run's result; one of another config,
     data or LLM is refused.
+
+    With `replicas` (one per process of an initialised process group; launched by `ilm_model.train_distributed`)
+    both phases train data-parallel (`ilm_model.distributed`), rank 0 alone evaluates (the others get its
+    metrics) and writes checkpoints; every replica returns the same result.
     """
     cf = np.asarray(cf_item_embeddings, dtype=np.float32)
     if cf.ndim != 2 or len(cf) != len(catalogue):
@@ -130,11 +136,14 @@ def train_ilm(
     metrics[f"itc_recall@{k}_chance"] = min(1.0, k / len(catalogue))
 
     model = ItemLanguageModel.from_config(config)
+    replicas = replicas or Replicas()
+    if replicas.world > 1:
+        torch.manual_seed(config.seed + replicas.rank)  # same initial weights, but each shard its own dropout
     history = TrainingHistory()
     checkpoints = None
     if checkpoint_dir is not None:
         run = ilm_run_key(config, catalogue, cf, interactions, llm.name_or_path)
-        checkpoints = StepCheckpoints(checkpoint_dir, run, checkpoint_every, resume, dict(metrics))
+        checkpoints = StepCheckpoints(checkpoint_dir, run, checkpoint_every, resume, dict(metrics), replicas.is_main)
     pending = checkpoints.pending() if checkpoints else None
     if pending is not None and pending.phase == "phase2":
         metrics = dict(pending.metrics)  # phase 1's results; its weights come with the phase-2 state
@@ -148,27 +157,54 @@ def train_ilm(
         pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
         train_phase1(
             model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed,
-            progress, **pair_inputs, checkpoints=checkpoints,
+            progress, **pair_inputs, checkpoints=checkpoints, replicas=replicas,
         )
         metrics["phase1_seconds"] = time.perf_counter() - tick
         if len(heldout_rows) and evaluation.recall_after_phase1:
-            features = model.represent_items(cf_tensor, evaluation.batch_size).itc_features
-            recall = itc_recall_at_k(model, heldout_texts, heldout_rows, features, k, evaluation.batch_size)
-            metrics[f"itc_recall@{k}_heldout_after_phase1"] = recall
+            def recall_after_phase1() -> float:
+                features = model.represent_items(cf_tensor, evaluation.batch_size).itc_features
+                return itc_recall_at_k(model, heldout_texts, heldout_rows, features, k, evaluation.batch_size)
+
+            metrics[f"itc_recall@{k}_heldout_after_phase1"] = replicas.from_main(recall_after_phase1)
 
     tick = time.perf_counter()
     if checkpoints:
         checkpoints.metrics = dict(metrics)
     tasks = build_task_mix(catalogue, config.phase2, train_rows, interactions, config.seed)
     trained_rows = train_phase2(
-        model, llm, tokenizer, tasks, cf_tensor, config.phase2, history, config.seed, progress, checkpoints
+        model, llm, tokenizer, tasks, cf_tensor, config.phase2, history, config.seed, progress, checkpoints, replicas
     )
     metrics["phase2_seconds"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
     items = model.represent_items(cf_tensor, evaluation.batch_size)
     table = SoftTokenTable(catalogue.ids, items.soft_tokens)
+    evaluated, examples = replicas.from_main(
+        lambda: _evaluate(model, llm, tokenizer, catalogue, texts, items, trained_rows, heldout_rows, config)
+    )
+    metrics |= evaluated
+    metrics["evaluation_seconds"] = time.perf_counter() - tick
+    metrics["total_seconds"] = time.perf_counter() - started
+    logger.info("ILM trained: %s", {name: round(value, 4) for name, value in metrics.items()})
+    return ILMTrainResult(model=model, soft_tokens=table, history=history, metrics=metrics, examples=examples)
+
+
+def _evaluate(
+    model: ItemLanguageModel,
+    llm: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    catalogue: Catalogue,
+    texts: list[str],
+    items: ItemRepresentations,
+    trained_rows: np.ndarray,
+    heldout_rows: np.ndarray,
+    config: ILMConfig,
+) -> tuple[dict[str, float], list[dict[str, str | int]]]:
+    """`train_ilm`'s final metrics (ITC recall, title accuracy, genre F1) and generated examples."""
+    evaluation, k = config.evaluation, config.evaluation.recall_k
+    metrics: dict[str, float] = {}
     if len(heldout_rows):
+        heldout_texts = [texts[r] for r in heldout_rows]
         recall = itc_recall_at_k(model, heldout_texts, heldout_rows, items.itc_features, k, evaluation.batch_size)
         metrics[f"itc_recall@{k}_heldout"] = recall
     prompt = ItemPrompt.build(tokenizer, config.phase2.instruction, config.phase2.system_prompt)
@@ -189,7 +225,4 @@ def train_ilm(
             {"split": split, "item_id": m.item_id, "expected": texts[r], "generated": g}
             for m, r, g in zip(movies, sample.tolist(), generated, strict=True)
         ]
-    metrics["evaluation_seconds"] = time.perf_counter() - tick
-    metrics["total_seconds"] = time.perf_counter() - started
-    logger.info("ILM trained: %s", {name: round(value, 4) for name, value in metrics.items()})
-    return ILMTrainResult(model=model, soft_tokens=table, history=history, metrics=metrics, examples=examples)
+    return metrics, examples

@@ -90,6 +90,7 @@ class StepCheckpoints:
     checkpoint already there (read once, on first use) is what the phases continue from.
 
     `metrics` is stored with every checkpoint: `train_ilm` puts its metrics so far there before each phase.
+    `write=False` (data-parallel replicas other than rank 0) restores but never writes.
     """
 
     directory: Path
@@ -97,6 +98,7 @@ class StepCheckpoints:
     every: int = 50
     resume: bool = True
     metrics: dict[str, float | int] = field(default_factory=dict)
+    write: bool = True
     _pending: tuple[ILMCheckpointMeta, dict[str, torch.Tensor]] | None = field(default=None, init=False, repr=False)
     _read: bool = field(default=False, init=False, repr=False)
 
@@ -143,7 +145,7 @@ class StepCheckpoints:
     def after_step(self, phase: Phase, step: int, steps: int, state: PhaseState, history: TrainingHistory) -> None:
         """Checkpoint after step index `step` (of `steps`) when it completes a multiple of `every` or the phase."""
         done = step + 1
-        if done % self.every and done != steps:
+        if not self.write or (done % self.every and done != steps):
             return
         tensors = {f"model.{name}": t for name, t in state.model.state_dict().items()}
         optimizer, groups = checkpoint_io.optimizer_tensors(state.optimizer)

@@ -4,6 +4,7 @@ IIC on co-interacted item pairs and UIC on (user, item) pairs.
 Per step, up to three Q-Former passes over `[queries; text]`, each with its own attention mask:
 unimodal (ITC: query and text features apart), causal (ITG: text generated from the queries),
 bidirectional on positives + hard negatives (ITM); plus one query-only pass over the pairs of IIC and of UIC.
+With `replicas`, each replica makes these passes over its shard of the batch only (`ilm_model.distributed`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ilm_model.batching import ShuffledBatches
 from ilm_model.configuration import Phase1Config
+from ilm_model.distributed import average_gradients, gather_rows, mean_values, shard
 from ilm_model.modeling import ItemLanguageModel
 from ilm_model.objectives import (
     duplicate_pair_mask,
@@ -32,6 +34,7 @@ from ilm_model.objectives import (
 from ilm_model.optimization import build_optimizer, warmup_cosine
 from ilm_model.train_checkpoint import PhaseState, StepCheckpoints
 from ilm_model.training_history import TrainingHistory
+from retrieval.distributed import Replicas
 
 PHASE = "phase1"
 
@@ -58,10 +61,13 @@ class PairBatch:
     left_ids: torch.Tensor
     right_ids: torch.Tensor
 
-    def features(self, model: ItemLanguageModel) -> tuple[torch.Tensor, torch.Tensor]:
-        """ITC-space query features of both sides, `[B, K, d]` each, from one query-only pass."""
-        both = model.encode_items(torch.cat([self.left_cf, self.right_cf]))
-        return both[: len(self.left_cf)], both[len(self.left_cf) :]
+    def features(self, model: ItemLanguageModel, replicas: Replicas) -> tuple[torch.Tensor, torch.Tensor]:
+        """ITC-space query features of both sides, `[B, K, d]` each, from one query-only pass (over this
+        replica's shard of the pairs, then gathered)."""
+        n, mine = len(self.left_cf), shard(replicas, len(self.left_cf))
+        local = len(self.left_cf[mine])
+        both = model.encode_items(torch.cat([self.left_cf[mine], self.right_cf[mine]]))
+        return gather_rows(replicas, both[:local], n), gather_rows(replicas, both[local:], n)
 
     def exclude(self) -> torch.Tensor:
         return duplicate_pair_mask(self.left_ids, self.right_ids)
@@ -77,10 +83,17 @@ def phase1_losses(
     item_pairs: PairBatch | None = None,
     user_pairs: PairBatch | None = None,
     itg_vocabulary: torch.Tensor | None = None,
+    replicas: Replicas | None = None,
 ) -> Phase1Losses:
     """Losses of one batch of pairs: item i (`cf_embeddings [B, d_cf]`) and its text i (`input_ids [B, T]`),
     plus IIC on `item_pairs` and UIC on `user_pairs` (each required when its weight is > 0); ITG scores the
-    sorted token ids `itg_vocabulary [V']` only when given (see `text_vocabulary`), else the whole vocabulary."""
+    sorted token ids `itg_vocabulary [V']` only when given (see `text_vocabulary`), else the whole vocabulary.
+
+    With `replicas`, every replica passes the same batch and `generator` state and returns its part: ITC, IIC
+    and UIC whole, ITG and ITM scaled so that their mean over replicas is the batch loss."""
+    replicas = replicas or Replicas()
+    batch = cf_embeddings.shape[0]
+    mine = shard(replicas, batch)
     if config.iic_weight and item_pairs is None:
         raise ValueError("iic_weight > 0 needs item_pairs (co-interacted items); pass interactions or set it to 0")
     if config.uic_weight and user_pairs is None:
@@ -88,36 +101,44 @@ def phase1_losses(
     temperature = model.temperature_value()
     itc, similarity = None, None
     if config.itc_weight or config.itm_weight:
-        unimodal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="unimodal")
+        unimodal = model.qformer(cf_embeddings[mine], input_ids[mine], attention_mask[mine], attention="unimodal")
         similarity = max_query_similarity(
-            model.item_features(unimodal.query_states), model.text_features(unimodal.text_states, attention_mask)
+            gather_rows(replicas, model.item_features(unimodal.query_states), batch),
+            gather_rows(replicas, model.text_features(unimodal.text_states, attention_mask[mine]), batch),
         )
         itc = itc_loss(similarity, temperature) if config.itc_weight else None
 
     itg = None
     if config.itg_weight:
-        causal = model.qformer(cf_embeddings, input_ids, attention_mask, attention="causal")
+        causal = model.qformer(cf_embeddings[mine], input_ids[mine], attention_mask[mine], attention="causal")
         head = partial(model.itg_logits, vocabulary=itg_vocabulary)
-        itg = itg_loss(causal.text_states, input_ids, attention_mask, head, itg_vocabulary)
+        itg = itg_loss(causal.text_states, input_ids[mine], attention_mask[mine], head, itg_vocabulary)
+        predicting = attention_mask[:, 1:].sum(1)  # ITG's targets per row
+        itg = itg * replicas.loss_scale(int(predicting[mine].sum()), int(predicting.sum()))
 
     itm = None
     if config.itm_weight:
         with torch.no_grad():
             negative_text, negative_item = sample_hard_negatives(similarity, temperature, generator)
-        n = cf_embeddings.shape[0] if config.itm_items is None else min(config.itm_items, cf_embeddings.shape[0])
-        negative_text, negative_item = negative_text[:n], negative_item[:n]
-        cf, ids, mask = cf_embeddings[:n], input_ids[:n], attention_mask[:n]
+        n = batch if config.itm_items is None else min(config.itm_items, batch)
+        rows = shard(replicas, n)
+        negative_text, negative_item = negative_text[rows], negative_item[rows]
+        cf, ids, mask = cf_embeddings[rows], input_ids[rows], attention_mask[rows]
         joint = model.qformer(
             torch.cat([cf, cf, cf_embeddings[negative_item]]),
             torch.cat([ids, input_ids[negative_text], ids]),
             torch.cat([mask, attention_mask[negative_text], mask]),
             attention="bidirectional",
         )
-        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(input_ids.device)
-        itm = itm_loss(model.itm_logits(joint.query_states), labels)
+        local = len(cf)
+        labels = torch.cat([torch.ones(local), torch.zeros(2 * local)]).long().to(input_ids.device)
+        itm = itm_loss(model.itm_logits(joint.query_states), labels) * replicas.loss_scale(local, n)
 
-    iic = iic_loss(*item_pairs.features(model), temperature, item_pairs.exclude()) if config.iic_weight else None
-    uic = uic_loss(*user_pairs.features(model), temperature, user_pairs.exclude()) if config.uic_weight else None
+    iic = uic = None
+    if config.iic_weight:
+        iic = iic_loss(*item_pairs.features(model, replicas), temperature, item_pairs.exclude())
+    if config.uic_weight:
+        uic = uic_loss(*user_pairs.features(model, replicas), temperature, user_pairs.exclude())
 
     parts = [
         (config.itc_weight, itc), (config.itg_weight, itg), (config.itm_weight, itm),
@@ -167,6 +188,7 @@ def train_phase1(
     user_embeddings: torch.Tensor | None = None,
     user_pairs: np.ndarray | None = None,
     checkpoints: StepCheckpoints | None = None,
+    replicas: Replicas | None = None,
 ) -> None:
     """Train `model` in place on pairs (cf_embeddings[i] `[n, d_cf]`, texts[i]); one history record per step.
 
@@ -174,9 +196,20 @@ def train_phase1(
     (index into `user_embeddings [U, d_cf]`, index into `cf_embeddings`); each only when its weight is > 0.
     With `checkpoints`, the whole training state is saved every `checkpoints.every` steps and a pending phase-1
     checkpoint is continued from (replacing `history`), to the result of an uninterrupted run.
+    With `replicas` (one per process of a process group) each computes its shard of every batch
+    (`phase1_losses`) and the gradients are averaged: the steps are those of one process, up to float noise.
     """
     if len(texts) != len(cf_embeddings) or len(texts) < 2:
         raise ValueError(f"need >= 2 aligned pairs; got {len(texts)} texts and {len(cf_embeddings)} CF rows")
+    replicas = replicas or Replicas()
+    smallest = min(config.batch_size, len(texts), config.itm_items or config.batch_size)
+    if config.iic_weight or config.uic_weight:
+        smallest = min(smallest, config.pair_batch_size)
+    if smallest < replicas.world:
+        raise ValueError(
+            f"{replicas.world} replicas need at least one row each: raise phase1.batch_size (itm_items, "
+            f"pair_batch_size) to >= {replicas.world} or run fewer processes"
+        )
     generator = torch.Generator().manual_seed(seed)
     item_sampler = user_sampler = None
     if config.iic_weight:
@@ -200,7 +233,7 @@ def train_phase1(
     samplers |= {"user_pairs": user_sampler.batches} if user_sampler else {}
     state = PhaseState(model, optimizer, schedule, generator, samplers)
     start = checkpoints.restore(PHASE, state, history) if checkpoints else 0
-    bar = tqdm(range(start, config.steps), desc="ILM phase 1", disable=not progress)
+    bar = tqdm(range(start, config.steps), desc="ILM phase 1", disable=not (progress and replicas.is_main))
     for step in bar:
         rows = next(batches)
         mask = tokens["attention_mask"][rows]
@@ -208,15 +241,18 @@ def train_phase1(
         losses = phase1_losses(
             model, cf_embeddings[rows], tokens["input_ids"][rows, :length], mask[:, :length], config, generator,
             item_sampler.next() if item_sampler else None, user_sampler.next() if user_sampler else None, vocabulary,
+            replicas,
         )
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
+        average_gradients(replicas, model.parameters())
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         schedule.step()
-        record = {"loss": losses.total.item(), "lr": schedule.get_last_lr()[0]}
         parts = {"itc": losses.itc, "itg": losses.itg, "itm": losses.itm, "iic": losses.iic, "uic": losses.uic}
-        record |= {f"loss_{k}": v.item() for k, v in parts.items() if v is not None}
+        values = {"loss": losses.total.item()} | {f"loss_{k}": v.item() for k, v in parts.items() if v is not None}
+        batch_values = mean_values(replicas, values)
+        record = {"loss": batch_values.pop("loss"), "lr": schedule.get_last_lr()[0]} | batch_values
         record["temperature"] = model.temperature_value().item()
         history.log(PHASE, step, **record)
         if checkpoints:

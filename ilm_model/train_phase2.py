@@ -1,6 +1,7 @@
 """Phase 2, the item-language model: the LLM stays frozen; the item encoder (Q-Former + adaptor, or a baseline
 with the same `soft_tokens`) learns to produce soft tokens from which it answers the tasks of a `TaskMix`
 (chat-templated user turns with `{item}` slots); next-token loss on the answer tokens only.
+With `replicas`, each replica runs its shard of every batch's examples (`ilm_model.distributed`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ilm_model.configuration import Phase2Config
+from ilm_model.distributed import average_gradients, mean_values, shard
 from ilm_model.errors import ILMError
 from ilm_model.objectives import IGNORE_INDEX, next_token_loss
 from ilm_model.optimization import build_optimizer, warmup_cosine
@@ -21,6 +23,7 @@ from ilm_model.prompting import ItemPrompt, PrefixCache
 from ilm_model.tasks import TaskExample, TaskMix
 from ilm_model.train_checkpoint import PhaseState, StepCheckpoints
 from ilm_model.training_history import TrainingHistory
+from retrieval.distributed import Replicas
 
 PHASE = "phase2"
 TRAINABLE_PREFIXES = ("qformer.", "adaptor.")
@@ -147,12 +150,20 @@ def train_phase2(
     seed: int = 0,
     progress: bool = True,
     checkpoints: StepCheckpoints | None = None,
+    replicas: Replicas | None = None,
 ) -> np.ndarray:
     """Train the item encoder's `qformer.*` / `adaptor.*` parameters in place on `tasks` (items are rows of
     `cf_embeddings [n_items, d_cf]`); the LLM is not touched (it must already have `requires_grad=False`).
-    Returns the sorted rows that were a describe target at least once. `checkpoints` as in `train_phase1`."""
+    Returns the sorted rows that were a describe target at least once. `checkpoints` as in `train_phase1`.
+
+    With `replicas`, every replica samples the same batch and computes the loss of its shard of the examples,
+    scaled by W N_r / N (N_r of the batch's N answer tokens are its own); the gradients are averaged, so each
+    step is that of one process up to float noise. The LLM runs on every replica, unwrapped and frozen."""
     if any(p.requires_grad for p in llm.parameters()):
         raise ILMError("the LLM must be frozen (requires_grad=False on every parameter); use load_frozen_llm")
+    replicas = replicas or Replicas()
+    if config.batch_size < replicas.world:
+        raise ValueError(f"phase2.batch_size {config.batch_size} < {replicas.world} replicas; raise it or run fewer")
     generator = torch.Generator().manual_seed(seed)
     book = PromptBook(tokenizer, config)
     prefix_cache = PrefixCache(llm, book.head_ids) if config.cache_prefix and book.head_ids else None
@@ -162,20 +173,26 @@ def train_phase2(
     model.train()
     state = PhaseState(model, optimizer, schedule, generator, samplers={})
     start = checkpoints.restore(PHASE, state, history) if checkpoints else 0
-    bar = tqdm(range(start, config.steps), desc="ILM phase 2", disable=not progress)
+    bar = tqdm(range(start, config.steps), desc="ILM phase 2", disable=not (progress and replicas.is_main))
     for step in bar:
         examples = tasks.sample(config.batch_size, generator)
         state.seen.update(e.target for e in examples if e.kind == "describe")
-        bodies = example_bodies(model, llm, book, examples, cf_embeddings, with_head=prefix_cache is None)
-        loss = answer_loss(llm, bodies, [book.answer(e) for e in examples], prefix_cache)
+        mine = shard(replicas, len(examples))
+        answers = [book.answer(e) for e in examples]
+        bodies = example_bodies(model, llm, book, examples[mine], cf_embeddings, with_head=prefix_cache is None)
+        loss = answer_loss(llm, bodies, answers[mine], prefix_cache)
+        tokens = [len(answer) for answer in answers]
+        loss = loss * replicas.loss_scale(sum(tokens[mine]), sum(tokens))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(replicas, [p for _, p in trainable])
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], config.max_grad_norm)
         optimizer.step()
         schedule.step()
-        history.log(PHASE, step, loss=loss.item(), lr=schedule.get_last_lr()[0])
+        batch_loss = mean_values(replicas, {"loss": loss.item()})["loss"]
+        history.log(PHASE, step, loss=batch_loss, lr=schedule.get_last_lr()[0])
         if checkpoints:
             checkpoints.after_step(PHASE, step, config.steps, state, history)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.set_postfix(loss=f"{batch_loss:.3f}")
     model.eval()
     return np.array(sorted(state.seen), dtype=np.int64)
