@@ -22,8 +22,8 @@ class RankingConfig(BaseModel):
     cf_weight: float = Field(1.0, ge=0.0, description="Weight of the standardised session-vector (CF) scores.")
     text_weight: float = Field(
         0.0, ge=0.0, description="Weight of the standardised ITC text->item scores of the user's recent words "
-        "(used when the service has a text scorer). 0 by default: on the ReDial tune split every weight tried "
-        "(1, 0.5, 0.25) lowered Recall@10 (benchmarks/dialogue_ranking.py); re-tune with a better ILM.",
+        "(used when the service has a text scorer). 0 by default: re-tuned with the working ITC on the ReDial "
+        "tune split (benchmarks/results/dialogue_ranking_tune.md), 0.1 tied Recall@10 and 0.25, 0.5 and 1 lowered it.",
     )
     popularity_weight: float = Field(
         0.25, ge=0.0, description="Weight of standardised log(1 + popularity) in the fused score (0.25 chosen on "
