@@ -6,9 +6,12 @@ c_r = W n_r / n (n_r of the n rows or tokens are this replica's), so that the me
 loss. The in-batch contrastive losses (ITC, IIC, UIC) are computed in full on every replica from features
 gathered with a differentiable all-gather: its backward sums the W identical gradients of a replica's own
 features, so after `average_gradients` (the mean over replicas, what DDP does) every parameter has the
-gradient of the single-process batch loss:
+gradient of the single-process batch loss L_c + L_p, L_c contrastive on features f, L_p = 1/W sum_r c_r L_r:
 
-    grad = (1 / W) sum_r [ W dL_c / df_r * df_r / dtheta + d(c_r L_r) / dtheta ] = dL / dtheta.
+    grad = (1 / W) sum_r [ W (dL_c / df_r) (df_r / dtheta) + dL_c / dtheta |_f + d(c_r L_r) / dtheta ]
+         = d(L_c + L_p) / dtheta,
+
+where `|_f` is the dependence not through the features (the learned temperature).
 
 `Replicas()` (one process) makes every function here the identity.
 """
@@ -19,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import torch
+# torch's autograd-aware all-gather (torch.distributed.nn.functional.all_gather is deprecated in its favour)
 from torch.distributed import _functional_collectives as collectives
 
 from retrieval.distributed import Replicas
