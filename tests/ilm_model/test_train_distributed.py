@@ -6,14 +6,21 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from ilm_model.configuration import ILMConfig
+from ilm_model.item_text import describe
 from ilm_model.modeling import ItemLanguageModel
+from ilm_model.tasks import build_task_mix
 from ilm_model.train_distributed import main
+from ilm_model.train_phase1 import train_phase1
+from ilm_model.train_phase2 import train_phase2
+from ilm_model.training_history import TrainingHistory
+from retrieval.distributed import Replicas
 from tests.ilm_model.conftest import tiny_qformer
 
 ARTEFACTS = {"model", "soft_tokens.safetensors", "history.json", "loss_curves.png", "metrics.json"}
@@ -149,3 +156,14 @@ def test_a_bad_config_is_a_one_line_error(setup, capsys):
     assert main([*argv("bad")[:-2], "--config", str(root / "bad.json")]) == 2
     error = capsys.readouterr().err.strip()
     assert error == "error: --config: phase1.steps: Input should be greater than or equal to 0"
+
+
+def test_more_replicas_than_rows_is_refused_before_training(tiny_config, tiny_llm, catalogue, cf_embeddings):
+    llm, tokenizer = tiny_llm
+    model, cf, many = ItemLanguageModel.from_config(tiny_config), torch.from_numpy(cf_embeddings), Replicas(0, 9)
+    texts = [describe(movie) for movie in catalogue]
+    with pytest.raises(ValueError, match="9 replicas need at least one row each"):  # batch_size 8
+        train_phase1(model, texts, cf, tiny_config.phase1, TrainingHistory(), progress=False, replicas=many)
+    tasks = build_task_mix(catalogue, tiny_config.phase2, np.arange(len(catalogue)), None, 0)
+    with pytest.raises(ValueError, match="phase2.batch_size 4 < 9 replicas"):
+        train_phase2(model, llm, tokenizer, tasks, cf, tiny_config.phase2, TrainingHistory(), replicas=many)
