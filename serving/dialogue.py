@@ -20,6 +20,10 @@ Rules (on normalised words; movie mentions are masked out first, so "Love Actual
   second": liked; "I've seen the third one": seen).
 - A genre word is excluded when a negator ("not", "no", "without", "nothing", "avoid", "except", "less",
   "don't", "hate", ...) is up to four words before it in its clause, otherwise included.
+- "only comedies", "just comedies", "nothing but comedies", "comedies only" are a hard filter (`only_genres`)
+  that lasts until the person changes it: another "only" statement replaces it, "any genre" clears it,
+  "doesn't have to be a comedy" or "no comedies" takes the genre out (`genre_constraints`). "Something funny"
+  and "a comedy" stay soft requests.
 - Mood words: "darker", "grittier", "scarier", "serious", ... -> darker; "lighter", "funnier", "happier",
   "feel-good", ... -> lighter; negated ("not too dark") -> the opposite mood.
 - Years: "after 2000" (2001-), "since 2000" (2000-), "before 1990" (-1989), "until 1990" (-1990),
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
@@ -44,7 +48,7 @@ from retrieval.recommender import Recommender
 from serving.config import RankingConfig
 from serving.linking import Mention, TitleLinker, normalise, tokenise
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 TEXT_MEMORY = 3
 TEXT_MEMORY_CHARS = 500
 
@@ -128,6 +132,34 @@ _CLAUSE_PUNCT = re.compile(r"[.,;:!?\n]")
 NEGATION_WINDOW_GENRE = 4
 NEGATION_WINDOW_SENTIMENT = 3
 
+GenreKind = Literal["wanted", "unwanted", "only", "optional", "any"]
+"""What a genre statement says: asked for (soft), ruled out (hard), nothing else (hard, "only comedies"), not
+required ("doesn't have to be a comedy"), or no genre preference at all ("any genre")."""
+ONLY_CUES = frozenset("only just exclusively strictly solely purely".split())
+ONLY_GAP = frozenset("a an the some good movies films movie film".split())
+"""Words allowed between "just" and its genre ("just a comedy")."""
+ONLY_VERB_GAP = ONLY_GAP | frozenset("i want wanna like love enjoy watch see do to me show give recommend suggest "
+                                     "into".split())
+"""Words allowed between the other cues and their genre ("I only watch comedies")."""
+NOT_A_CUE_AFTER = frozenset("the my your his her our their one".split())  # "the only comedy I liked"
+ONLY_AFTER: tuple[tuple[str, ...], ...] = (("only",), ("and", "nothing", "else"), ("nothing", "else"))
+ONLY_TAIL = frozenset("movies films movie film ones please".split())
+"""Words allowed between a genre and a cue after it ("comedy movies only")."""
+ONLY_JOINERS = frozenset("or and nor".split())
+"""Join alternatives inside one "only" statement ("only comedies or dramas")."""
+RELAX_PHRASES: tuple[tuple[str, ...], ...] = (
+    ("have", "to", "be"), ("has", "to", "be"), ("need", "to", "be"), ("needs", "to", "be"), ("necessarily",),
+    ("neednt", "be"),
+)
+"""Negated ("doesn't have to be", "not necessarily"; "needn't be" by itself), right before a genre: not required."""
+RELAX_GAP = frozenset("a an the only just all any of some".split())
+ANY_GENRE: dict[tuple[str, ...], bool] = {phrase: True for phrase in (
+    ("any", "genre"), ("any", "genres"), ("all", "genres"), ("every", "genre"), ("whatever", "genre"),
+    ("genre", "doesnt", "matter"), ("genres", "dont", "matter"), ("dont", "care", "about", "genre"),
+    ("dont", "care", "about", "the", "genre"), ("any", "kind", "of", "movie"), ("any", "kind", "of", "movies"),
+    ("any", "type", "of", "movie"), ("no", "genre", "preference"),
+)}
+
 _DECADE_WORDS = {
     "twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
     "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
@@ -156,7 +188,8 @@ class DialogueState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = Field(STATE_VERSION, description="Schema version; bump on incompatible changes.")
+    version: Literal[2] = Field(STATE_VERSION, description="Schema version; bump on incompatible changes. "
+                                "Version 1 (no `only_genres`) reads as version 2.")
     turn: int = Field(0, ge=0, description="User messages read so far.")
     liked: list[int] = Field(default_factory=list, description="Mentioned with positive or no sentiment.")
     disliked: list[int] = Field(default_factory=list, description="Mentioned with negative sentiment.")
@@ -164,6 +197,11 @@ class DialogueState(BaseModel):
     mentioned: list[int] = Field(default_factory=list, description="Every movie the user named, in order.")
     include_genres: list[str] = Field(default_factory=list, description="Genres asked for (soft boost).")
     exclude_genres: list[str] = Field(default_factory=list, description="Genres ruled out (hard filter).")
+    only_genres: list[list[str]] = Field(
+        default_factory=list, description='Hard genre filter ("only comedies"): every pick has all the genres of '
+        'at least one of these sets ("only romantic comedies or westerns" = [[Romance, Comedy], [Western]]); '
+        "empty: no such filter.",
+    )
     mood: Mood | None = Field(None, description="Preferred tone (soft boost and push-away).")
     year_min: int | None = Field(None, description="Earliest release year wanted (inclusive).")
     year_max: int | None = Field(None, description="Latest release year wanted (inclusive).")
@@ -172,6 +210,14 @@ class DialogueState(BaseModel):
                                   f"cut to {TEXT_MEMORY_CHARS} characters (the text->item query).")
     shown: list[int] = Field(default_factory=list, description='The last turn\'s picks, in order ("the second one").')
     seen: list[int] = Field(default_factory=list, description="Marked as already watched (never recommended).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: object) -> object:
+        """A version-1 state (stored before `only_genres` existed) is the same state at version 2."""
+        if isinstance(data, dict) and data.get("version") == 1:
+            return {**data, "version": STATE_VERSION}
+        return data
 
 
 def update_state(state: DialogueState, user_text: str, linker: TitleLinker, catalogue: Catalogue) -> DialogueState:
@@ -193,21 +239,60 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
             seen.append(mention.item_id)
 
     masked = _mask(user_text, mentions)
-    include, exclude, mood = list(state.include_genres), list(state.exclude_genres), state.mood
-    known = catalogue.genres()
-    for genres, wanted in genre_statements(masked):
-        for genre in filter(None, (_resolve_genre(g, known) for g in genres)):
-            _move(genre, to=include if wanted else exclude, away=exclude if wanted else include)
-    mood = mood_statement(masked) or mood
+    include, exclude, only = genre_constraints(state, masked, catalogue.genres())
+    mood = mood_statement(masked) or state.mood
     year_min, year_max = year_bounds(masked, state.year_min, state.year_max)
     return state.model_copy(
         update=dict(
             turn=state.turn + 1, liked=lists["liked"], disliked=lists["disliked"], neutral=lists["neutral"],
             mentioned=mentioned, seen=seen, include_genres=include,
             user_texts=[*state.user_texts, user_text[:TEXT_MEMORY_CHARS]][-TEXT_MEMORY:],
-            exclude_genres=exclude, mood=mood, year_min=year_min, year_max=year_max,
+            exclude_genres=exclude, only_genres=only, mood=mood, year_min=year_min, year_max=year_max,
         )
     )
+
+
+def genre_constraints(
+    state: DialogueState, text: str, known: Sequence[str]
+) -> tuple[list[str], list[str], list[list[str]]]:
+    """(include_genres, exclude_genres, only_genres) after the genre statements of `text`, in order.
+
+    A later statement wins: "wanted" moves a genre to the included (soft), "unwanted" to the excluded (hard)
+    and out of every "only" set (a set left empty goes; "only romcoms" then "no comedy" = only Romance).
+    The first "only" statement of a message replaces the earlier "only" sets (their genres leave the included
+    ones), and its genres are included too (the boost ranks picks that have all of them first). "optional"
+    takes a genre out of the included and out of the "only" sets, lifting the filter when a set is left empty
+    ("only comedies", then "doesn't have to be a comedy"); "any" clears the included and the "only" sets
+    (exclusions stay).
+    """
+    include, exclude = list(state.include_genres), list(state.exclude_genres)
+    only = [list(group) for group in state.only_genres]
+    replaced = False
+    for genres, kind in genre_statements(text):
+        resolved = list(dict.fromkeys(filter(None, (_resolve_genre(g, known) for g in genres))))
+        if kind == "any":
+            include, only = [], []
+        elif not resolved:
+            continue
+        elif kind == "only":
+            if not replaced:
+                include = [g for g in include if not any(g in group for group in only)]
+                only, replaced = [], True
+            if resolved not in only:
+                only.append(resolved)
+            for genre in resolved:
+                _move(genre, to=include, away=exclude)
+        elif kind == "optional":
+            include = [g for g in include if g not in resolved]
+            reduced = [[g for g in group if g not in resolved] for group in only]
+            only = [] if any(not group for group in reduced) else reduced
+        else:
+            to, away = (include, exclude) if kind == "wanted" else (exclude, include)
+            for genre in resolved:
+                _move(genre, to=to, away=away)
+            if kind == "unwanted":
+                only = [reduced for group in only if (reduced := [g for g in group if g not in resolved])]
+    return include, exclude, only
 
 
 def read_history(
@@ -298,13 +383,41 @@ def mention_seen(text: str, mentions: Sequence[Mention]) -> list[bool]:
     return result
 
 
-def genre_statements(text: str) -> list[tuple[tuple[str, ...], bool]]:
-    """(genres, wanted) for each genre phrase in order; wanted is False when negated."""
+def genre_statements(text: str) -> list[tuple[tuple[str, ...], GenreKind]]:
+    """(genres, kind) for each genre statement in text order (see `GenreKind`).
+
+    Genre phrases right next to each other form one set ("romantic comedies" = Romance and Comedy). A set is
+    "only" after a cue ("only", "just", "nothing but", "exclusively", ...; "I only watch comedies") or before
+    one ("comedies only", "comedies and nothing else"); "or"/"and" join alternative sets into the same
+    "only" statement ("only comedies or dramas"). A negated cue ("not just comedies") or a negated "have to
+    be" ("doesn't have to be a comedy") makes the set "optional". Otherwise each phrase is "unwanted" when a
+    negator is up to four words before it in its clause, else "wanted". "any genre", "whatever genre", ...
+    give ((), "any").
+    """
     words, clauses, _ = _words(text, ())
-    found = []
-    for start, end, genres in _phrases(words, GENRE_WORDS):
-        found.append((genres, not _negated(words, clauses, start, NEGATION_WINDOW_GENRE)))
-    return found
+    found: list[tuple[int, tuple[str, ...], GenreKind]] = [(start, (), "any") for start, _, _ in
+                                                            _phrases(words, ANY_GENRE)]
+    sets = _adjacent_sets(_phrases(words, GENRE_WORDS))
+    open_only = None  # end of the last set of an "only" statement that a joiner may continue
+    for start, end, genres, phrase_starts in sets:
+        gap = words[open_only:start] if open_only is not None else []
+        if set(gap) & ONLY_JOINERS and set(gap) <= ONLY_JOINERS | ONLY_GAP:
+            kind: GenreKind = "only"
+        elif _relaxed(words, clauses, start):
+            kind = "optional"
+        elif (cue := _only_cue(words, clauses, start)) is not None:
+            kind = "optional" if cue else "only"
+        elif _only_after(words, end):
+            kind = "only"
+        else:
+            for phrase_start, phrase in phrase_starts:
+                negated = _negated(words, clauses, phrase_start, NEGATION_WINDOW_GENRE)
+                found.append((phrase_start, phrase, "unwanted" if negated else "wanted"))
+            open_only = None
+            continue
+        found.append((start, genres, kind))
+        open_only = end if kind == "only" else None
+    return [(genres, kind) for _, genres, kind in sorted(found, key=lambda f: f[0])]
 
 
 def mood_statement(text: str) -> Mood | None:
@@ -563,13 +676,17 @@ def _standardise(values: np.ndarray) -> np.ndarray:
 
 
 def has_constraints(state: DialogueState) -> bool:
-    """Whether the state holds a hard filter (an excluded genre or a year bound)."""
-    return bool(state.exclude_genres) or state.year_min is not None or state.year_max is not None
+    """Whether the state holds a hard filter (an excluded genre, an "only" genre set or a year bound)."""
+    return (bool(state.exclude_genres) or bool(state.only_genres) or state.year_min is not None
+            or state.year_max is not None)
 
 
 def passes_constraints(movie: Movie, state: DialogueState) -> bool:
-    """Hard filters: no excluded genre, inside the year range (an unknown year fails a stated range)."""
+    """Hard filters: no excluded genre, all the genres of one "only" set (when there are any), inside the year
+    range (an unknown year fails a stated range)."""
     if set(movie.genres) & set(state.exclude_genres):
+        return False
+    if state.only_genres and not any(set(group) <= set(movie.genres) for group in state.only_genres):
         return False
     if state.year_min is not None and (movie.year is None or movie.year < state.year_min):
         return False
@@ -581,6 +698,8 @@ def passes_constraints(movie: Movie, state: DialogueState) -> bool:
 def constraint_mask(arrays: CatalogueArrays, state: DialogueState) -> np.ndarray:
     """`[n_items]` bool: `passes_constraints` for every catalogue row at once."""
     ok = ~arrays.has_any_genre(state.exclude_genres)
+    if state.only_genres:
+        ok &= np.logical_or.reduce([arrays.genre_count(group) == len(set(group)) for group in state.only_genres])
     if state.year_min is not None:
         ok &= arrays.years >= state.year_min  # NaN (unknown year) compares False: it fails a stated range
     if state.year_max is not None:
@@ -675,6 +794,9 @@ def _words(text: str, mentions: Sequence[Mention]) -> tuple[list[str], list[int]
         word = token.norm
         if word == "but" and words and words[-1] in ("anything", "everything"):
             word = "except"  # "anything but horror" rules horror out rather than starting a new clause
+        elif word == "but" and words and words[-1] == "nothing" and not _CLAUSE_PUNCT.search(
+                text[previous_end : token.start]):
+            words[-1] = word = "only"  # "nothing but comedies" asks for comedies only
         elif _CLAUSE_PUNCT.search(text[previous_end : token.start]) or word in CLAUSE_WORDS:
             clause += 1
         previous_end = token.end
@@ -729,6 +851,59 @@ def _phrases(words: list[str], lexicon: dict[tuple[str, ...], object]) -> list[t
         else:
             i += 1
     return found
+
+
+def _adjacent_sets(
+    phrases: list[tuple[int, int, tuple[str, ...]]],
+) -> list[tuple[int, int, tuple[str, ...], list[tuple[int, tuple[str, ...]]]]]:
+    """Runs of genre phrases with no word between them: (start, end, their genres, [(start, genres)] each)."""
+    sets: list[tuple[int, int, tuple[str, ...], list[tuple[int, tuple[str, ...]]]]] = []
+    for start, end, genres in phrases:
+        if sets and sets[-1][1] == start:
+            first, _, joined, parts = sets[-1]
+            sets[-1] = (first, end, tuple(dict.fromkeys(joined + genres)), [*parts, (start, genres)])
+        else:
+            sets.append((start, end, genres, [(start, genres)]))
+    return sets
+
+
+def _only_cue(words: list[str], clauses: list[int], start: int) -> bool | None:
+    """Whether an "only" cue leads up to the genre set at `start`: None when none does, else whether the cue
+    is negated ("not just comedies")."""
+    j = start - 1
+    gap: list[str] = []
+    while j >= 0 and clauses[j] == clauses[start] and len(gap) <= 4:
+        word = words[j]
+        if word in ONLY_CUES and not (j > 0 and words[j - 1] in NOT_A_CUE_AFTER):
+            if not set(gap) <= (ONLY_GAP if word == "just" else ONLY_VERB_GAP):
+                return None
+            return any(words[i] in NEGATORS and clauses[i] == clauses[j] for i in range(max(0, j - 2), j))
+        if not re.fullmatch(r"\d+s?", word):  # years and decades may stand between: "only 90s comedies"
+            if word not in ONLY_VERB_GAP:
+                return None
+            gap.append(word)
+        j -= 1
+    return None
+
+
+def _only_after(words: list[str], end: int) -> bool:
+    """Whether an "only" cue follows the genre set ending at `end` ("comedies only", "comedy movies only")."""
+    while end < len(words) and words[end] in ONLY_TAIL:
+        end += 1
+    return any(tuple(words[end : end + len(cue)]) == cue for cue in ONLY_AFTER)
+
+
+def _relaxed(words: list[str], clauses: list[int], start: int) -> bool:
+    """Whether a negated "have to be" ("doesn't have to be a", "not necessarily", "needn't be") leads up to
+    the genre set at `start`."""
+    j = start
+    while j > 0 and words[j - 1] in RELAX_GAP and clauses[j - 1] == clauses[start]:
+        j -= 1
+    for phrase in RELAX_PHRASES:
+        begin = j - len(phrase)
+        if begin >= 0 and tuple(words[begin:j]) == phrase and clauses[begin] == clauses[start]:
+            return phrase[0] == "neednt" or _negated(words, clauses, begin, NEGATION_WINDOW_SENTIMENT)
+    return False
 
 
 def _resolve_genre(name: str, known: Sequence[str]) -> str | None:

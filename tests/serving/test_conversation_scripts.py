@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.catalogue import Catalogue
 from serving.api.protocol import ChatMessage
-from serving.dialogue import FeedbackKind
+from serving.dialogue import FeedbackKind, passes_constraints
 from serving.service import CLARIFYING_QUESTION, ChatService, ChatTurn
 
 SCRIPTS_FILE = Path(__file__).with_name("conversation_scripts.yaml")
@@ -42,10 +42,12 @@ class Expect(BaseModel):
     seen_from_previous: list[int] = Field(default_factory=list)
     include_genres: list[str] | None = Field(None, description="state.include_genres, exactly.")
     exclude_genres: list[str] | None = Field(None, description="state.exclude_genres, exactly.")
+    only_genres: list[list[str]] | None = Field(None, description="state.only_genres, exactly.")
     mood: Literal["darker", "lighter"] | None = None
     years: tuple[int | None, int | None] | None = Field(None, description="(year_min, year_max), exactly.")
     mentions: int | None = Field(None, description="Movies linked in this message.")
     recs_avoid_genres: list[str] = Field(default_factory=list, description="No recommendation has any.")
+    recs_have_genres: list[str] = Field(default_factory=list, description="Every recommendation has all.")
     recs_in_years: tuple[int | None, int | None] | None = Field(None, description="Every recommendation inside.")
     top_has_genre: str | None = Field(None, description="The first recommendation has this genre.")
     never_recommend: list[str] = Field(default_factory=list, description="Not now, nor in any later turn.")
@@ -151,9 +153,7 @@ def turn_checks(outcome: Outcome, where: str, turn: ChatTurn, offered: set[int],
                   f"repeated {sorted(repeated)}")
     outcome.check(f"{where} never-recommend list", not set(picks) & banned, f"{sorted(set(picks) & banned)}")
     movies = [catalogue[i] for i in picks]
-    bad = [m.display_title for m in movies if set(m.genres) & set(state.exclude_genres)
-           or (state.year_min is not None and (m.year or 0) < state.year_min)
-           or (state.year_max is not None and (m.year or 9999) > state.year_max)]
+    bad = [m.display_title for m in movies if not passes_constraints(m, state)]
     outcome.check(f"{where} obeys its state", not bad, f"{bad}")
     tail = turn.reply.rstrip().splitlines()[-len(picks):] if picks else []
     listed = all(line.startswith(f"{n}. {m.display_title}: ") and len(line) > len(f"{n}. {m.display_title}: ")
@@ -184,6 +184,8 @@ def check_state(outcome: Outcome, where: str, expect: Expect, state, previous: l
     if expect.exclude_genres is not None:
         outcome.check(f"{where} exclude genres", state.exclude_genres == expect.exclude_genres,
                       f"{state.exclude_genres}")
+    if expect.only_genres is not None:
+        outcome.check(f"{where} only genres", state.only_genres == expect.only_genres, f"{state.only_genres}")
     if expect.mood is not None:
         outcome.check(f"{where} mood", state.mood == expect.mood, f"{state.mood}")
     if expect.years is not None:
@@ -197,6 +199,9 @@ def check_recommendations(outcome: Outcome, where: str, expect: Expect, turn: Ch
     for genre in expect.recs_avoid_genres:
         outcome.check(f"{where} no {genre}", not any(genre in m.genres for m in movies),
                       f"{[m.display_title for m in movies if genre in m.genres]}")
+    for genre in expect.recs_have_genres:
+        outcome.check(f"{where} all {genre}", all(genre in m.genres for m in movies),
+                      f"{[m.display_title for m in movies if genre not in m.genres]}")
     if expect.recs_in_years is not None:
         low, high = expect.recs_in_years
         outside = [m.display_title for m in movies

@@ -13,6 +13,8 @@ from serving.dialogue import (
     candidates,
     fold_in_history,
     fused_scores,
+    has_constraints,
+    passes_constraints,
     update_state,
     year_bounds,
 )
@@ -93,6 +95,61 @@ def test_genre_constraints(linker, catalogue, text, include, exclude):
     state = read([text], linker, catalogue)
     assert state.include_genres == include
     assert state.exclude_genres == exclude
+
+
+@pytest.mark.parametrize(
+    ("text", "only", "include"),
+    [
+        ("only comedies", [["Comedy"]], ["Comedy"]),
+        ("just comedies please", [["Comedy"]], ["Comedy"]),
+        ("nothing but comedies", [["Comedy"]], ["Comedy"]),
+        ("comedies only", [["Comedy"]], ["Comedy"]),
+        ("comedy movies and nothing else", [["Comedy"]], ["Comedy"]),
+        ("I only watch comedies", [["Comedy"]], ["Comedy"]),
+        ("only 90s comedies", [["Comedy"]], ["Comedy"]),
+        ("only romantic comedies", [["Romance", "Comedy"]], ["Romance", "Comedy"]),
+        ("only comedies or dramas", [["Comedy"], ["Drama"]], ["Comedy", "Drama"]),
+        ("something funny", [], ["Comedy"]),
+        ("a comedy", [], ["Comedy"]),
+        ("I just want a comedy", [], ["Comedy"]),
+        ("the only comedy I liked was a long time ago", [], ["Comedy"]),
+        ("not just comedies", [], []),
+    ],
+)
+def test_only_genres_are_a_hard_filter_soft_requests_are_not(linker, catalogue, text, only, include):
+    state = read([text], linker, catalogue)
+    assert (state.only_genres, state.include_genres, state.exclude_genres) == (only, include, [])
+
+
+@pytest.mark.parametrize(
+    ("messages", "only", "include", "exclude"),
+    [
+        (["only comedies", "I loved Toy Story", "something darker", "what else?"], [["Comedy"]], ["Comedy"], []),
+        (["only comedies", "something scary"], [["Comedy"]], ["Comedy", "Horror"], []),
+        (["only comedies", "only dramas now"], [["Drama"]], ["Drama"], []),
+        (["only comedies", "any genre is fine"], [], [], []),
+        (["only comedies, no horror", "whatever genre"], [], [], ["Horror"]),
+        (["only comedies", "it doesn't have to be a comedy"], [], [], []),
+        (["only romantic comedies", "doesn't have to be a comedy"], [["Romance"]], ["Romance"], []),
+        (["only comedies or dramas", "no comedies"], [["Drama"]], ["Drama"], ["Comedy"]),
+        (["only comedies", "no comedies"], [], [], ["Comedy"]),
+        (["no comedy", "only comedies"], [["Comedy"]], ["Comedy"], []),
+    ],
+)
+def test_only_genres_persist_until_changed(linker, catalogue, messages, only, include, exclude):
+    state = read(messages, linker, catalogue)
+    assert (state.only_genres, state.include_genres, state.exclude_genres) == (only, include, exclude)
+
+
+def test_only_genres_filter_candidates(catalogue, recommender, ids_by_title):
+    liked = ids_by_title["Toy Story"]
+    for only in ([["Comedy"]], [["Romance", "Comedy"]], [["Horror"], ["Sci-Fi"]]):
+        state = DialogueState(liked=[liked], mentioned=[liked], only_genres=only)
+        picks = candidates(state, recommender, catalogue, 40)
+        allowed = [m.item_id for m in catalogue if m.item_id != liked
+                   and any(set(group) <= set(m.genres) for group in only)]
+        assert sorted(picks) == sorted(allowed), only
+        assert has_constraints(state) and all(passes_constraints(catalogue[i], state) for i in picks)
 
 
 def test_titles_do_not_count_as_genre_words(linker, catalogue):
@@ -203,7 +260,24 @@ def test_state_round_trips_as_json():
     state = DialogueState(liked=[1, 2], mood="darker", exclude_genres=["Animation"], year_min=1990)
     assert DialogueState.model_validate_json(state.model_dump_json()) == state
     with pytest.raises(ValueError):
-        DialogueState.model_validate({"version": 2})
+        DialogueState.model_validate({"version": 3})
+
+
+def test_a_stored_version_1_session_still_loads():
+    """A session stored before `only_genres` existed (state version 1), as the store holds it."""
+    from serving.session_store import decode_session
+
+    stored = (
+        '{"schema_version": 1, "owner": null, "revision": 3, "state": {"version": 1, "turn": 2, "liked": [1], '
+        '"disliked": [], "neutral": [], "mentioned": [1], "include_genres": ["Comedy"], "exclude_genres": '
+        '["Horror"], "mood": null, "year_min": 1990, "year_max": null, "recommended": [4, 5], "user_texts": '
+        '["I loved Toy Story", "a comedy, no horror"], "shown": [4, 5], "seen": []}, "turns": []}'
+    )
+    state = decode_session("s", stored).state
+    assert state.version == 2 and state.only_genres == []
+    assert (state.liked, state.include_genres, state.exclude_genres, state.shown) == ([1], ["Comedy"], ["Horror"],
+                                                                                      [4, 5])
+    assert DialogueState.model_validate_json(state.model_dump_json()) == state
 
 
 def test_feedback_moves_items_and_a_later_verdict_wins():

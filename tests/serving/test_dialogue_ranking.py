@@ -124,6 +124,8 @@ def random_case(rng: np.random.Generator, catalogue: Catalogue):
         seen=some(2), recommended=some(8),
         include_genres=list(rng.choice(genres, size=int(rng.integers(0, 3)), replace=False)),
         exclude_genres=list(rng.choice(genres, size=int(rng.integers(0, 2)), replace=False)),
+        only_genres=[list(rng.choice(genres, size=int(rng.integers(1, 3)), replace=False))
+                     for _ in range(int(rng.choice([0, 0, 1, 2])))],
         mood=rng.choice([None, "darker", "lighter"]), year_min=low, year_max=high,
     )
     popularity = [None, rng.integers(0, 4, len(catalogue)).astype(float), rng.random(len(catalogue))][
