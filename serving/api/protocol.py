@@ -17,6 +17,9 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -80,24 +83,25 @@ class UsageInfo(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
-    """`POST /v1/chat/completions` body."""
+    """`POST /v1/chat/completions` body. Scalars are strict, as OpenAI's are: `"stream": "yes"` or
+    `"max_tokens": "5"` is a 400, not silently coerced."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS_CAP)
+    temperature: StrictFloat | None = Field(None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(None, gt=0.0, le=1.0)
+    seed: StrictInt | None = None
     stop: str | list[str] | None = None
-    n: int | None = 1
-    stream: bool = False
+    n: StrictInt | None = 1
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
 

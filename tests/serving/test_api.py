@@ -422,3 +422,13 @@ def test_session_ids_that_could_leave_their_key_or_path_are_refused(client, base
         assert in_header.status_code == 400
     with pytest.raises(InvalidRequestError, match="session_id must be 1-128 of A-Z a-z 0-9 _ -"):
         service.session(session_id)
+
+
+@pytest.mark.parametrize(("field", "value"), [("stream", "yes"), ("stream", 1), ("max_tokens", "5"),
+                                              ("max_tokens", 5.0), ("temperature", "0.5"), ("n", "1")])
+def test_scalars_are_not_coerced(base_url, field, value):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Heat"}], field: value}
+    raw = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=10,
+                     headers={"Authorization": f"Bearer {KEY}"})
+    assert raw.status_code == 400
+    assert raw.json()["error"]["param"] == field and raw.json()["error"]["type"] == "invalid_request_error"
