@@ -15,9 +15,10 @@ Rules (on normalised words; movie mentions are masked out first, so "Love Actual
   No sentiment word at all means liked (people mostly name movies they want more of), except beside
   "already" ("I already saw Prisoners"): neutral. A seeing verb ("seen", "saw", "watched") in the clause also
   marks the movie seen.
-- Earlier picks can be named by position: "the second one", "the last one", "number 3", "#2" refer to the
-  previous turn's recommendations (`DialogueState.shown`) and count as mentions ("another one like the
-  second": liked; "I've seen the third one": seen).
+- Earlier picks can be named by position: "the second one", "that 2nd movie", "the last one", "the first and
+  third ones", "the first two", "number 3", "#2", "option 2" refer to the last list of recommendations shown
+  (`DialogueState.shown`) and count as mentions, with the sentiment of their clause ("another one like the
+  second": liked; "I've seen the third one": seen; "the last one was boring": disliked).
 - A genre word is excluded when a negator ("not", "no", "without", "nothing", "avoid", "except", "less",
   "don't", "hate", ...) is up to four words before it in its clause, otherwise included.
 - "only comedies", "just comedies", "nothing but comedies", "comedies only" are a hard filter (`only_genres`)
@@ -165,12 +166,25 @@ _DECADE_WORDS = {
     "seventies": 1970, "eighties": 1980, "nineties": 1990, "noughties": 2000,
 }
 _ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
-             "fifth": 5, "5th": 5, "sixth": 6, "6th": 6, "last": -1, "final": -1}
+             "fifth": 5, "5th": 5, "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "eighth": 8, "8th": 8,
+             "ninth": 9, "9th": 9, "tenth": 10, "10th": 10, "last": -1, "final": -1}
+_COUNTS = {"two": 2, "three": 3, "four": 4, "five": 5, "2": 2, "3": 3, "4": 4, "5": 5}
+_ORDINAL = "|".join(sorted(_ORDINALS, key=len, reverse=True))
+_ORDINAL_WORD = re.compile(rf"\b(?:{_ORDINAL})\b", re.I)
 _ORDINAL_REF = re.compile(
-    r"\bthe\s+(" + "|".join(_ORDINALS) + r")(?:\s+(?:one|movie|film|pick|suggestion|recommendation)\b|(?=\s*(?:[.,;:!?]|$|"
-    r"\s+(?:and|but|or|please|too|sounds|looks|is|was)\b)))|\b(?:number|no\.|#)\s*([1-9])\b",
+    # "the second one", "that 2nd movie", "the first and third ones", "the last." ...
+    rf"\b(?:the|that|this|your)\s+(?P<ordinals>(?:{_ORDINAL})"
+    rf"(?:\s*(?:,|&|\band\b|\bor\b)\s*(?:the\s+)?(?:{_ORDINAL}))*)"
+    r"(?:\s+(?:one|ones|movie|movies|film|films|pick|picks|suggestion|suggestions|recommendation|recommendations)\b"
+    r"|(?=\s*(?:[.,;:!?)]|$|\s+(?:and|but|or|please|too|sounds?|looks?|is|was|seems?|also)\b)))"
+    # "number 2", "#2", "no. 2", "option 2"
+    r"|(?<!\w)(?:number|no\.|#|option)\s*(?P<number>1\d|20|[1-9])\b"
+    # "the first two", "the last three", "the top 3"
+    r"|\b(?:the|those)\s+(?P<end>first|last|top)\s+(?P<count>two|three|four|five|[2-5])\b",
     re.I,
 )
+_LISTED_TITLE = re.compile(r"^\s*\d{1,2}\.\s+(.+?\(\d{4}\)|[^:\n]+?):\s", re.M)
+"""The title of one line of a reply's numbered list, "2. Heat (1995): Shares Crime with ..." (service.py)."""
 _NEGATED_CUES = {"after": "until", "post": "until", "newer than": "until", "since": "before", "before": "since",
                  "pre": "since", "prior to": "since", "older than": "since", "until": "after", "till": "after"}
 _YEAR_NEGATED = re.compile(r"\b(?:not|no|nothing|none|never|nope)(?:\s+\w+)?\s*$", re.I)
@@ -226,8 +240,7 @@ def update_state(state: DialogueState, user_text: str, linker: TitleLinker, cata
     lists: dict[Sentiment, list[int]] = {"liked": list(state.liked), "disliked": list(state.disliked),
                                          "neutral": list(state.neutral)}
     mentioned, seen = list(state.mentioned), list(state.seen)
-    for mention, sentiment, watched in zip(mentions, mention_sentiments(user_text, mentions),
-                                           mention_seen(user_text, mentions)):
+    for mention, (sentiment, watched) in zip(mentions, _verdicts(user_text, mentions)):
         for name, items in lists.items():
             if name != sentiment and mention.item_id in items:
                 items.remove(mention.item_id)
@@ -298,16 +311,21 @@ def genre_constraints(
 def read_history(
     messages: Iterable[tuple[str, str]], linker: TitleLinker, catalogue: Catalogue
 ) -> DialogueState:
-    """The state a whole (role, text) history builds: user messages update it; movies named in an assistant
-    message count as recommended and, from the last one, as shown."""
+    """The state a whole (role, text) history builds: user messages update it; the movies an assistant message
+    recommends count as recommended and, from the last one that recommends any, as shown. Those are the
+    numbered list of one of our own replies ("1. Heat (1995): ...", display titles), in its order, when it
+    has one (the notes before it may name other movies), else every movie the message names."""
     state = DialogueState()
     for role, text in messages:
         if role == "user":
             state = update_state(state, text, linker, catalogue)
         elif role == "assistant":
-            shown = list(dict.fromkeys(m.item_id for m in linker.find(text)))
-            state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown)),
-                                             "shown": shown})
+            listed = [linker.displayed(title) for title in _LISTED_TITLE.findall(text)]
+            named = [i for i in listed if i is not None] or [m.item_id for m in linker.find(text)]
+            shown = list(dict.fromkeys(named))
+            if shown:
+                state = state.model_copy(update={"recommended": list(dict.fromkeys(state.recommended + shown)),
+                                                 "shown": shown})
     return state
 
 
@@ -331,18 +349,40 @@ def apply_feedback(state: DialogueState, item_id: int, kind: FeedbackKind) -> Di
 
 
 def references(text: str, mentions: Sequence[Mention], shown: Sequence[int]) -> list[Mention]:
-    """`mentions` plus the earlier picks named by position ("the second one" = `shown[1]`), in text order."""
+    """`mentions` plus the earlier picks named by position, in text order: "the second one" = `shown[1]`, "the
+    last one" = `shown[-1]`, "the first and third ones", "#2", "option 2", "the first two" (two mentions
+    sharing one span). A position names the pick even where the linker saw a title in the same words ("the
+    last one" is not The Last Song); positions beyond `shown` name nothing."""
     if not shown:
         return list(mentions)
-    found = list(mentions)
+    found: list[Mention] = []
     for match in _ORDINAL_REF.finditer(text):
-        if any(m.start < match.end() and match.start() < m.end for m in mentions):
-            continue
-        position = _ORDINALS[match[1].lower()] if match[1] else int(match[2])
-        if position == -1 or position <= len(shown):
-            item = shown[position - 1] if position > 0 else shown[-1]
-            found.append(Mention(item_id=item, surface=match[0], start=match.start(), end=match.end(), score=1.0))
+        spans: list[tuple[int, int, list[int]]] = []  # (start, end, positions)
+        if match["ordinals"]:
+            for word in _ORDINAL_WORD.finditer(text, match.start("ordinals"), match.end("ordinals")):
+                spans.append((word.start(), word.end(), [_ORDINALS[word[0].lower()]]))
+            spans[0] = (match.start(), *spans[0][1:])
+            spans[-1] = (spans[-1][0], match.end(), spans[-1][2])
+        else:
+            count = _COUNTS[match["count"].lower()] if match["count"] else 0
+            positions = ([int(match["number"])] if match["number"] else
+                         list(range(-count, 0)) if match["end"].lower() == "last" else list(range(1, count + 1)))
+            spans.append((match.start(), match.end(), positions))
+        for start, end, positions in spans:
+            for position in positions:
+                if -len(shown) <= position <= len(shown) and position != 0:
+                    item = shown[position - 1] if position > 0 else shown[position]
+                    found.append(Mention(item_id=item, surface=text[start:end], start=start, end=end, score=1.0))
+    found += [m for m in mentions if not any(r.start < m.end and m.start < r.end for r in found)]
     return sorted(found, key=lambda m: m.start)
+
+
+def _verdicts(text: str, mentions: Sequence[Mention]) -> list[tuple[Sentiment, bool]]:
+    """(sentiment, seen) of each mention; mentions sharing a span ("the first two") share one verdict."""
+    spans = list(dict.fromkeys((m.start, m.end) for m in mentions))
+    first = [next(m for m in mentions if (m.start, m.end) == span) for span in spans]
+    verdicts = dict(zip(spans, zip(mention_sentiments(text, first), mention_seen(text, first))))
+    return [verdicts[(m.start, m.end)] for m in mentions]
 
 
 def mention_sentiments(text: str, mentions: Sequence[Mention]) -> list[Sentiment]:

@@ -26,6 +26,8 @@ A title made only of everyday chat words (`EVERYDAY`: pronouns such as "It", "He
 "Love", "More", "Anything Else") needs one of rules 1-3: "loved it", "I love Heat", "more" link no such title.
 Rule 2 does not count inside a run of capitalised words ("Zorgon Chronicles Part Seven" is another name).
 Rule 4's filler includes plain verdicts ("was great", "is boring"), so "Memento was great" links.
+A fuzzy match never ends on "one"/"ones" unless the title does: "the last one" points at an earlier pick,
+it is no typo of "The Last Song".
 Weak aliases match fuzzily only when they are long (`MIN_WEAK_FUZZY_CHARS`, "interstelar") and still need a
 signal. A bare number ("2001", "1941") is weak too, and a year written right before a title is its year
 ("the 2001 Planet of the Apes"), not a title. So "set up a movie night" links nothing.
@@ -81,6 +83,8 @@ EVERYDAY = PRONOUNS | FILLER | CUES | frozenset(
     "hi hey".split()
 )
 """Words chat messages are made of: a title made only of them ("Love", "More", "Anything Else") needs rule 1-3."""
+PICK_REFERENCES = frozenset({"one", "ones"})
+"""A fuzzy match may not end on these unless the title does: "the last one", "the other ones" point at picks."""
 VERDICT_VERBS = frozenset("was is were wasnt isnt werent".split())
 VERDICT_ADVERBS = frozenset("not really so very pretty quite too just truly absolutely kind of a an".split())
 VERDICTS = frozenset(
@@ -198,6 +202,9 @@ class TitleLinker:
             for key, rank in _alias_keys(movie.title):
                 self._aliases[key].append(_Alias(row, rank))
         self._max_words = max((len(k) for k in self._aliases), default=0)
+        self._displayed: dict[str, int] = {}  # display title -> id, the most popular first
+        for row in np.argsort(-self.popularity, kind="stable"):
+            self._displayed.setdefault(catalogue.movies[row].display_title, int(catalogue.ids[row]))
         # fuzzy choices bucketed by (word count, first letter): a typo rarely hits the first letter
         self._fuzzy: dict[tuple[int, str], list[str]] = defaultdict(list)
         for key in self._aliases:
@@ -234,6 +241,11 @@ class TitleLinker:
         chosen.sort(key=lambda c: c.first)
         return [self._mention(text, tokens, cand) for cand in chosen]
 
+    def displayed(self, display_title: str) -> int | None:
+        """The id of the movie shown as exactly `display_title` ("Heat (1995)"; the most popular when several
+        are), or None."""
+        return self._displayed.get(display_title.strip())
+
     def _candidates(self, tokens: list[_Token]) -> list[_Candidate]:
         norms = [t.norm for t in tokens]
         found: list[_Candidate] = []
@@ -260,7 +272,10 @@ class TitleLinker:
                     if best >= self.fuzzy_cutoff:
                         for j in np.flatnonzero(row_scores == best):
                             a, b = spans[q]
-                            found.append(_Candidate(a, b, tuple(choices[j].split(" ")), best / 100.0))
+                            key = tuple(choices[j].split(" "))
+                            if norms[b - 1] in PICK_REFERENCES and norms[b - 1] != key[-1]:
+                                continue  # "the last one" refers to a pick; it is no typo of The Last Song
+                            found.append(_Candidate(a, b, key, best / 100.0))
         return found
 
     def unrecognised(self, text: str, mentions: Sequence[Mention] | None = None) -> list[str]:

@@ -457,8 +457,9 @@ class ChatService:
             else:
                 read = state if current.revision == opened.revision else self._read(current.state, record.user)
             recommended = list(dict.fromkeys(read.recommended + record.recommended))
+            shown = record.recommended or read.shown  # "the second one" names a pick of the last list shown
             return current.model_copy(
-                update={"state": read.model_copy(update={"recommended": recommended, "shown": record.recommended}),
+                update={"state": read.model_copy(update={"recommended": recommended, "shown": shown}),
                         "turns": [*current.turns, record]}
             )
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from retrieval.catalogue import Catalogue
 from serving.api.protocol import ChatMessage
 from serving.dialogue import FeedbackKind, passes_constraints
-from serving.service import CLARIFYING_QUESTION, ChatService, ChatTurn
+from serving.service import CLARIFYING_QUESTION, NOTHING_FITS, ChatService, ChatTurn
 
 SCRIPTS_FILE = Path(__file__).with_name("conversation_scripts.yaml")
 PASS_RATE_TARGET = 0.95
@@ -36,8 +36,9 @@ class Expect(BaseModel):
     disliked: list[str] = Field(default_factory=list, description="Each is in state.disliked.")
     seen: list[str] = Field(default_factory=list, description="Each is in state.seen.")
     not_liked: list[str] = Field(default_factory=list, description="None is in state.liked.")
-    liked_from_previous: list[int] = Field(default_factory=list, description="Positions (1-based) of the "
-                                           "previous turn's recommendations that must now be liked.")
+    liked_count: int | None = Field(None, description="len(state.liked), exactly.")
+    liked_from_previous: list[int] = Field(default_factory=list, description="Positions (1-based) in the last "
+                                           "list of recommendations shown that must now be liked.")
     disliked_from_previous: list[int] = Field(default_factory=list)
     seen_from_previous: list[int] = Field(default_factory=list)
     include_genres: list[str] | None = Field(None, description="state.include_genres, exactly.")
@@ -55,6 +56,8 @@ class Expect(BaseModel):
     reply_contains: list[str] = Field(default_factory=list, description="Case-insensitive substrings.")
     reply_lacks: list[str] = Field(default_factory=list)
     clarifies: bool | None = Field(None, description="Whether the reply asks the clarifying question.")
+    nothing_fits: bool = Field(False, description="The turn recommends nothing and says nothing fits (instead of "
+                               "the always-on check that it recommends).")
 
 
 class Feedback(BaseModel):
@@ -116,7 +119,7 @@ def run_script(script: Script, service: ChatService) -> Outcome:
     """Play the script against `service`, one stored session, checking every step."""
     catalogue, outcome = service.catalogue, Outcome()
     session_id: str | None = None
-    previous: list[int] = []  # the last turn's recommendations
+    previous: list[int] = []  # the last list of recommendations shown (a turn where nothing fits shows none)
     offered: set[int] = set()  # everything recommended so far
     banned: set[int] = set()  # never_recommend from earlier steps
     for number, step in enumerate(script.turns, start=1):
@@ -130,23 +133,27 @@ def run_script(script: Script, service: ChatService) -> Outcome:
         turn = service.chat(session_id, [ChatMessage(role="user", content=step.user)])
         session_id = turn.session_id
         picks = [r.item_id for r in turn.recommendations]
-        turn_checks(outcome, where, turn, offered, banned, catalogue)
+        turn_checks(outcome, where, turn, offered, banned, catalogue, expect.nothing_fits)
         check_state(outcome, where, expect, turn.state, previous, catalogue)
         if expect.mentions is not None:
             linked = len(service.linker.find(step.user))
             outcome.check(f"{where} mentions", linked == expect.mentions, f"{linked} linked")
         check_recommendations(outcome, where, expect, turn, catalogue)
         offered |= set(picks)
-        previous = picks
+        previous = picks or previous
     return outcome
 
 
 def turn_checks(outcome: Outcome, where: str, turn: ChatTurn, offered: set[int], banned: set[int],
-                catalogue: Catalogue) -> None:
-    """Always on: picks exist, are catalogue ids, repeat nothing, obey the state, end the reply as a list."""
+                catalogue: Catalogue, nothing_fits: bool = False) -> None:
+    """Always on: picks exist (or, where `nothing_fits`, none do and the reply says so), are catalogue ids,
+    repeat nothing, obey the state, end the reply as a list."""
     picks = [r.item_id for r in turn.recommendations]
     state = turn.state
-    outcome.check(f"{where} has recommendations", len(picks) > 0, turn.reply[:80])
+    if nothing_fits:
+        outcome.check(f"{where} nothing fits", not picks and NOTHING_FITS in turn.reply, turn.reply[:80])
+    else:
+        outcome.check(f"{where} has recommendations", len(picks) > 0, turn.reply[:80])
     outcome.check(f"{where} in catalogue", all(i in catalogue for i in picks), str(picks))
     repeated = set(picks) & (offered | set(state.mentioned) | set(state.seen))
     outcome.check(f"{where} no repeats", not repeated and len(set(picks)) == len(picks),
@@ -168,6 +175,9 @@ def check_state(outcome: Outcome, where: str, expect: Expect, state, previous: l
         for title in titles:
             outcome.check(f"{where} {name} {title}", resolve(catalogue, title) in held,
                           f"{name}={[catalogue[i].title for i in held]}")
+    if expect.liked_count is not None:
+        outcome.check(f"{where} liked count", len(state.liked) == expect.liked_count,
+                      f"liked={[catalogue[i].title for i in state.liked]}")
     for title in expect.not_liked:
         outcome.check(f"{where} not liked {title}", resolve(catalogue, title) not in state.liked,
                       f"liked={[catalogue[i].title for i in state.liked]}")

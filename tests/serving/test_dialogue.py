@@ -15,6 +15,7 @@ from serving.dialogue import (
     fused_scores,
     has_constraints,
     passes_constraints,
+    read_history,
     update_state,
     year_bounds,
 )
@@ -327,6 +328,49 @@ def test_earlier_picks_by_position(linker, catalogue, text, field, position):
     state = update_state(DialogueState(shown=shown), text, linker, catalogue)
     assert shown[position - 1] in getattr(state, field)
     assert update_state(DialogueState(), text, linker, catalogue).mentioned == [], "nothing shown, nothing named"
+
+
+@pytest.mark.parametrize(
+    ("text", "liked", "disliked", "seen"),
+    [
+        ("more like the 2nd", [2], [], []),
+        ("the first one sounds good", [1], [], []),
+        ("I already saw the third one", [], [], [3]),
+        ("that second one looks great", [2], [], []),
+        ("#2 sounds good", [2], [], []),
+        ("option 3 please", [3], [], []),
+        ("the first and third ones were boring", [], [1, 3], []),
+        ("the 2nd and the 4th", [2, 4], [], []),
+        ("I've seen the first two", [1, 2], [], [1, 2]),
+        ("the last two look boring", [], [4, 5], []),
+        ("not the first one, but the second", [2], [1], []),
+        ("I've already watched the first one, and the third looks boring", [], [3], [1]),
+        ("the sixth one", [], [], []),
+    ],
+)
+def test_picks_named_by_position_get_their_clause_verdict(linker, catalogue, text, liked, disliked, seen):
+    shown = [int(i) for i in catalogue.ids[10:15]]
+    state = update_state(DialogueState(shown=shown), text, linker, catalogue)
+    at = [shown.index(i) + 1 for i in state.mentioned]
+    assert ([shown.index(i) + 1 for i in state.liked], [shown.index(i) + 1 for i in state.disliked],
+            [shown.index(i) + 1 for i in state.seen]) == (liked, disliked, seen), at
+    assert sorted(at) == sorted(set(liked + disliked + seen + [shown.index(i) + 1 for i in state.neutral]))
+
+
+def test_read_history_takes_the_shown_list_from_the_reply(linker, catalogue, ids_by_title):
+    ours = ('I took "Heat" to be Heat (1995). Here are some picks:\n1. Zodiac (2007): Shares Crime with Heat (1995)\n'
+            "2. Star Wars: Episode IV - A New Hope (1977): People who liked Heat (1995) liked it too\n"
+            "3. Memento (2000): Shares Thriller with Heat (1995)")
+    picks = [ids_by_title[t] for t in ("Zodiac", "Star Wars: Episode IV - A New Hope", "Memento")]
+    state = read_history([("user", "I loved Heat"), ("assistant", ours), ("user", "I already saw the second one")],
+                         linker, catalogue)
+    assert state.shown == state.recommended == picks, "the numbered list, not every title the reply names"
+    assert state.seen == [picks[1]] and state.liked == [ids_by_title["Heat"]]
+    human = [("user", "hi"), ("assistant", "Have you seen Memento or Gone Girl?"), ("assistant", "Any favourites?"),
+             ("user", "the last one was boring")]
+    state = read_history(human, linker, catalogue)
+    assert state.shown == [ids_by_title["Memento"], ids_by_title["Gone Girl"]], "a message naming nothing keeps it"
+    assert state.disliked == [ids_by_title["Gone Girl"]]
 
 
 def test_ordinals_that_are_not_references(linker, catalogue):

@@ -171,3 +171,21 @@ def test_titles_made_of_everyday_chat_words_need_quotes_capitals_or_a_year():
 def test_invisible_characters_inside_a_title_do_not_break_it(linker):
     assert titles(linker, "I loved T\u200boy St\u00adory") == ["Toy Story"]
     assert titles(linker, "I loved \ufeffToy Story") == ["Toy Story"]
+
+
+def test_a_reference_to_a_pick_is_no_typo_of_a_title():
+    catalogue = Catalogue([Movie(item_id=1, title="Last Song, The", year=2010),
+                           Movie(item_id=2, title="Heat", year=1995), Movie(item_id=3, title="Other One, The", year=2000)])
+    linker = TitleLinker(catalogue)
+    assert titles(linker, "I loved the last one") == [] and titles(linker, "the last ones were boring") == []
+    assert titles(linker, "I loved the last song") == ["Last Song, The"], "a typo-free title still links"
+    assert titles(linker, "I loved The Other One") == ["Other One, The"], "a title that ends in 'one' links"
+
+
+def test_displayed_titles_resolve_exactly_and_by_popularity():
+    catalogue = Catalogue([Movie(item_id=10, title="Emma", year=1996), Movie(item_id=20, title="Emma", year=1996),
+                           Movie(item_id=30, title="Star Wars: Episode IV - A New Hope", year=1977)])
+    linker = TitleLinker(catalogue, popularity=[1.0, 5.0, 2.0])
+    assert linker.displayed("Emma (1996)") == 20, "the more popular of two movies shown alike"
+    assert linker.displayed(" Star Wars: Episode IV - A New Hope (1977)") == 30
+    assert linker.displayed("Star Wars") is None
