@@ -8,7 +8,8 @@ constraints) and ranking (`candidates`: fused CF + ITC text scores, filters, boo
 does it, with some `RankingConfig` fields changed (the LLM reply is not generated); the harness (`app.evaluation.replay.run_evaluation`) scores it like any system (condition rec, seen excluded).
 Variants with an "llm" weight then re-order the top `RERANK_N` with `serving.llm_rerank.LLMReranker` (the frozen
 LLM's mean log-prob of each title after the phase-2 next-item prompt, the last liked items as ILM soft tokens),
-fused as z(rank score) + w z(LLM score) ("only": the LLM order alone); the LLM is loaded as serving loads it
+fused as z(rank score) + w z(LLM score) ("only": the LLM order alone; "calibrated": the LLM score minus the
+title's prior with the history slot left empty, `LLMReranker.prior_scores`); the LLM is loaded as serving loads it
 (`ilm_model.llm_loading.load_frozen_llm` with the app settings' `llm` and cache, e.g. ILMREC_CACHE_DIR).
 
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
@@ -40,7 +41,8 @@ RERANK_N = 20
 BEST = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25}  # the tuned cf-only+asst1+pop0.25
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight
+    # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight,
+    # "calibrated": its LLM score minus the title's prior
     "cf-only": {"text": False, "popularity_weight": 0.0},
     "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5, "popularity_weight": 0.0},
     "cf-only+pop0.25": {"text": False, "popularity_weight": 0.25},
@@ -50,6 +52,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cf-only+asst1+pop0.25+llm1": {**BEST, "llm": 1.0},
     "cf-only+asst1+pop0.25+llm2": {**BEST, "llm": 2.0},
     "cf-only+asst1+pop0.25+llm-only": {**BEST, "llm": "only"},
+    "cf-only+asst1+pop0.25+pmi0.5": {**BEST, "llm": 0.5, "calibrated": True},
+    "cf-only+asst1+pop0.25+pmi1": {**BEST, "llm": 1.0, "calibrated": True},
+    "cf-only+asst1+pop0.25+pmi2": {**BEST, "llm": 2.0, "calibrated": True},
+    "cf-only+asst1+pop0.25+pmi-only": {**BEST, "llm": "only", "calibrated": True},
     "text-only": {"cf_weight": 0.0, "text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:1": {"text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:0.5": {"text_weight": 0.5, "popularity_weight": 0.0},
@@ -125,15 +131,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         reranker = LLMReranker(llm, tokenizer, soft_tokens, catalogue)
     llm_memo: dict[tuple[tuple[int, ...], tuple[int, ...]], np.ndarray] = {}
     llm_seconds: list[float] = []
+    prior_seconds: list[float] = []
+    prior_ids: set[int] = set()
 
-    def llm_scores(liked: list[int], top: list[int]) -> np.ndarray:
+    def llm_scores(liked: list[int], top: list[int], calibrated: bool) -> np.ndarray:
         """The reranker's scores, once per (prompt history, candidates): the re-rank variants share them."""
         key = (tuple(reranker.history(liked)), tuple(top))
         if key not in llm_memo:
             tick = time.perf_counter()
             llm_memo[key] = reranker.scores(liked, top)
             llm_seconds.append(time.perf_counter() - tick)
-        return llm_memo[key]
+        if not calibrated:
+            return llm_memo[key]
+        tick = time.perf_counter()
+        prior = reranker.prior_scores(top)  # memoised per id inside
+        prior_ids.update(top)
+        prior_seconds.append(time.perf_counter() - tick)
+        return llm_memo[key] - prior
 
     linker = TitleLinker(catalogue, popularity)
     memo: dict[str, list] = {}
@@ -158,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             self.text = overrides.get("text", True)
             llm = overrides.get("llm")
             self.llm = LLM_ONLY if llm == "only" else llm
-            self.ranking = RankingConfig(**{k: v for k, v in overrides.items() if k not in ("text", "llm")})
+            self.calibrated = overrides.get("calibrated", False)
+            self.ranking = RankingConfig(**{k: v for k, v in overrides.items()
+                                            if k not in ("text", "llm", "calibrated")})
 
         def recommend(self, context: SystemContext, k: int) -> SystemOutput:
             state = read_history(((m["role"], m["content"]) for m in context.chat_messages()), linker, catalogue)
@@ -169,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              text_scores=text_scores)
             if self.llm is not None and state.liked and len(ids) > 1:
                 top = ids[:RERANK_N]
-                ids = [top[p] for p in fuse(llm_scores(state.liked, top), self.llm)] + ids[RERANK_N:]
+                ids = [top[p] for p in fuse(llm_scores(state.liked, top, self.calibrated), self.llm)] + ids[RERANK_N:]
             return SystemOutput(item_ids=ids)
 
     systems: list[System] = [RankingSystem(n, VARIANTS[n]) for n in names]
@@ -195,12 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reranker is not None:
         rerank = {"top_n": RERANK_N, "scored_turns": len(llm_seconds),
                   "mean_seconds": float(np.mean(llm_seconds)) if llm_seconds else None,
-                  "median_seconds": float(np.median(llm_seconds)) if llm_seconds else None}
+                  "median_seconds": float(np.median(llm_seconds)) if llm_seconds else None,
+                  "prior_seconds_total": float(np.sum(prior_seconds)), "prior_items": len(prior_ids)}
         header += (f" LLM re-rank of the top {RERANK_N} ({settings.llm} LLM, last {reranker.prompts.history_length} "
                    f"liked items as soft tokens): {len(llm_seconds)} turns scored (turns without liked items "
                    f"keep the retrieval order)"
                    + (f", {rerank['mean_seconds']:.3f} s mean / {rerank['median_seconds']:.3f} s median per turn "
-                      f"at {args.torch_threads} torch thread(s)." if llm_seconds else "."))
+                      f"at {args.torch_threads} torch thread(s)" if llm_seconds else "")
+                   + (f"; title priors of {rerank['prior_items']} distinct candidates (calibrated variants), "
+                      f"{rerank['prior_seconds_total']:.0f} s in all." if prior_seconds else "."))
     lines = [header, "", "| variant | rows | " + " | ".join(f"R@{k}" for k in KS) + " | NDCG@10 |",
              "|---|---:|" + "---:|" * (len(KS) + 1)]
     for row in rows:

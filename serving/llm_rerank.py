@@ -1,6 +1,7 @@
 """LLM re-ranking of the dialogue manager's top candidates: the frozen LLM reads the session's liked movies as
 ILM soft tokens in the phase-2 next-item prompt ("I liked {history}. Which movie should I watch next? ...")
-and scores each candidate's display title; the score is fused with the retrieval order.
+and scores each candidate's display title; the score (optionally minus the title's prior under the same prompt
+with the history slot left empty, a pointwise mutual information) is fused with the retrieval order.
 
 Every re-ranked id is one of the given candidates, so the re-rank cannot leave the catalogue or undo filters.
 """
@@ -67,6 +68,7 @@ class LLMReranker:
         self.prompts = prompts or Phase2Config()
         self._prompt_of: dict[int, ItemPrompt] = {}
         self._answer_of: dict[int, list[int]] = {}
+        self._prior_of: dict[int, float] = {}
 
     def prompt(self, n_liked: int) -> ItemPrompt:
         """The next-item prompt with `n_liked` `{item}` slots (memoised)."""
@@ -93,12 +95,29 @@ class LLMReranker:
         answers = [self._answer(int(i), prompt) for i in candidate_ids]
         return score_candidates(self.llm, prompt, blocks, answers).double().numpy()
 
-    def rerank(self, liked: Sequence[int], candidate_ids: Sequence[int], weight: float) -> list[int]:
-        """`candidate_ids` (retrieval order, best first) in `fuse` order; unchanged without liked items."""
+    @torch.inference_mode()
+    def prior_scores(self, candidate_ids: Sequence[int]) -> np.ndarray:
+        """`[N]` the same mean log-probabilities with the one history slot left empty ("I liked . Which movie
+        ..."): how likely the title is whatever the user liked; memoised by id (it does not depend on the session)."""
+        missing = [int(i) for i in dict.fromkeys(int(c) for c in candidate_ids) if int(i) not in self._prior_of]
+        if missing:
+            prompt = self.prompt(1)
+            empty = torch.zeros(0, self.soft_tokens.hidden_size)
+            values = score_candidates(self.llm, prompt, [empty], [self._answer(i, prompt) for i in missing])
+            self._prior_of.update(zip(missing, values.double().tolist(), strict=True))
+        return np.array([self._prior_of[int(i)] for i in candidate_ids], dtype=np.float64)
+
+    def rerank(
+        self, liked: Sequence[int], candidate_ids: Sequence[int], weight: float, calibrated: bool = False
+    ) -> list[int]:
+        """`candidate_ids` (retrieval order, best first) in `fuse` order of `scores`, or with `calibrated` of
+        `scores - prior_scores` (log p(title | liked) - log p(title), per token); unchanged without liked items."""
         if len(liked) == 0 or len(candidate_ids) < 2:
             return [int(i) for i in candidate_ids]
-        order = fuse(self.scores(liked, candidate_ids), weight)
-        return [int(candidate_ids[p]) for p in order]
+        llm = self.scores(liked, candidate_ids)
+        if calibrated:
+            llm = llm - self.prior_scores(candidate_ids)
+        return [int(candidate_ids[p]) for p in fuse(llm, weight)]
 
     def _answer(self, item_id: int, prompt: ItemPrompt) -> list[int]:
         # every next-item prompt closes the answer the same way (one chat template), so titles are cached by id

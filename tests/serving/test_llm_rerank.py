@@ -16,10 +16,12 @@ def reranker(tiny_llm, soft_table, catalogue) -> LLMReranker:
 
 
 def brute_force_score(reranker: LLMReranker, liked: list[int], item_id: int) -> float:
-    """Mean log p(title tokens | whole prompt) from one uncached forward pass over prompt + answer."""
+    """Mean log p(title tokens | whole prompt) from one uncached forward pass over prompt + answer; no liked
+    items: the one-slot prompt with an empty slot."""
     llm, tokenizer = reranker.llm, reranker.tokenizer
-    prompt = reranker.prompt(len(liked))
-    body = prompt.embed_blocks(llm, list(reranker.soft_tokens.lookup(liked)))
+    prompt = reranker.prompt(max(1, len(liked)))
+    blocks = list(reranker.soft_tokens.lookup(liked)) if liked else [torch.zeros(0, reranker.soft_tokens.hidden_size)]
+    body = prompt.embed_blocks(llm, blocks)
     answer = prompt.answer_ids(tokenizer, reranker.catalogue[item_id].display_title, 40)
     full = torch.cat([body, llm.get_input_embeddings()(torch.tensor(answer))])
     with torch.no_grad():
@@ -37,6 +39,15 @@ def test_scores_match_a_full_forward_pass_per_candidate(reranker, catalogue):
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
     assert len(set(np.round(scores, 4))) > 10, "random LLM: titles get distinct scores"
     assert not np.allclose(scores, reranker.scores(ids[2:4], candidates)), "the liked items condition the scores"
+
+
+def test_prior_scores_leave_the_history_slot_empty(reranker, catalogue):
+    ids = [int(i) for i in catalogue.ids]
+    candidates = ids[30:36]
+    prior = reranker.prior_scores(candidates)
+    np.testing.assert_allclose(prior, [brute_force_score(reranker, [], c) for c in candidates], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(reranker.prior_scores(candidates[::-1]), prior[::-1], rtol=1e-6)
+    assert not np.allclose(prior, reranker.scores(ids[:1], candidates))
 
 
 def test_only_the_most_recent_liked_items_enter_the_prompt(reranker, catalogue):
@@ -67,6 +78,8 @@ def test_rerank_reorders_the_candidates_by_the_fusion(reranker, catalogue):
     assert sorted(reranked) == sorted(candidates)
     assert reranked == [candidates[i] for i in np.argsort(-scores, kind="stable")]
     assert reranker.rerank(liked, candidates, 1.0) == [candidates[i] for i in fuse(scores, 1.0)]
+    pmi = scores - reranker.prior_scores(candidates)
+    assert reranker.rerank(liked, candidates, 1.0, calibrated=True) == [candidates[i] for i in fuse(pmi, 1.0)]
 
 
 def test_without_liked_items_the_order_is_kept(reranker, catalogue):
