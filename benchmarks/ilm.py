@@ -272,6 +272,7 @@ def evaluate(variant: Variant, model, prep: Prepared, scale: Scale, llm, tokeniz
     scores = score_descriptions(generated, [prep.catalogue.movies[r] for r in rows])
     out["title_accuracy"], out["genre_f1"] = scores.title_accuracy, scores.genre_f1
     out["example"] = f"{prep.catalogue.movies[rows[0]].display_title} -> {generated[0]!r}"
+    out["generations"] = {prep.catalogue.movies[r].display_title: text for r, text in zip(rows, generated, strict=True)}
 
     if variant.kind == "ilm":
         out["itc_recall@10"] = heldout_itc_recall(model, prep)
@@ -484,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
             times |= evaluate(variant, model, prep, scale, llm, tokenizer)
         results[variant.name] = times
         write_atomic(args.results_dir / "ilm.partial.json", json.dumps(results, indent=2).encode())
-        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items()}
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in times.items() if k != "generations"}
         print(f"{variant.name}: {json.dumps(shown)} ({time.perf_counter() - tick:.0f} s)", flush=True)
     report_table = table(results)
     cost_table = "\n".join(

@@ -12,6 +12,7 @@ TITLE_LABEL = re.compile(r"^(?:title|movie)\s*:\s*", re.IGNORECASE)
 TITLE_WITH_YEAR = re.compile(r"^(.*?\(\d{4}\))")
 GENRE_SEPARATOR = re.compile(r"\s*(?:,|/|\||\band\b)\s*")
 DECORATION = " \t\"'*`“”.-–—"
+GENRE_DECORATION = DECORATION + "()[]"
 
 
 def describe(movie: Movie) -> str:
@@ -39,4 +40,4 @@ def parse_description(text: str) -> tuple[str, tuple[str, ...]]:
     if not rest:
         return title, ()
     genres = (rest[0].strip().splitlines() or [""])[0]
-    return title, tuple(g for part in GENRE_SEPARATOR.split(genres) if (g := part.strip(DECORATION)))
+    return title, tuple(g for part in GENRE_SEPARATOR.split(genres) if (g := part.strip(GENRE_DECORATION)))

@@ -27,6 +27,7 @@ def test_parse_inverts_describe():
         ("The Night Circus (1998) - Genres: Fantasy / Romance", ("The Night Circus (1998)", ("Fantasy", "Romance"))),
         ('**"Heat (1995)"**. genres: Action and Crime.', ("Heat (1995)", ("Action", "Crime"))),
         ("Heat (1995) is a crime film by Michael Mann.", ("Heat (1995)", ())),
+        ("The Monsters (1983) (Genre: Horror)\n\nGenre", ("The Monsters (1983)", ("Horror",))),
         ("This movie is a classic thriller", ("This movie is a classic thriller", ())),
         ("", ("", ())),
     ],
