@@ -253,7 +253,7 @@ class DialogueSystem(System):
             service = self.service
             more = candidates(
                 turn.state, service.recommender, service.catalogue, k - len(ids),
-                popularity=service.popularity, config=service.config.ranking,
+                config=service.config.ranking, arrays=service.arrays,
             )
             ids += [i for i in more if i not in ids]
         return SystemOutput(
