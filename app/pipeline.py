@@ -30,6 +30,7 @@ from ilm_model.soft_tokens import SoftTokenTable
 from ilm_model.train import train_ilm
 from retrieval.catalogue import Catalogue
 from retrieval.data import MovieLensData, load_movielens
+from retrieval.device import resolve_device
 from retrieval.recommender import TwoTowerRecommender
 from retrieval.storage import write_atomic
 from retrieval.train import plot_history, train_retrieval
@@ -102,7 +103,10 @@ def prepare_retrieval(settings: Settings, progress: bool = True) -> RetrievalArt
     else:
         started = time.perf_counter()
         checkpoints = root / "retrieval_checkpoint"  # same folder, same fingerprint: always this run's own
-        result = train_retrieval(data, settings.retrieval, progress=progress, checkpoint_dir=checkpoints, resume=True)
+        result = train_retrieval(
+            data, settings.retrieval, progress=progress, checkpoint_dir=checkpoints, resume=True,
+            device=resolve_device(settings.device),
+        )
         recommender = result.recommender
         recommender.save(retrieval_dir)
         plot_history(result.history, root / "retrieval_training.png")
@@ -129,12 +133,16 @@ def prepare(settings: Settings, progress: bool = True) -> Artefacts:
     else:
         started = time.perf_counter()
         checkpoints = root / "ilm_checkpoint"  # same folder, same fingerprint: always this run's own
+        device = resolve_device(settings.device)
+        # serving reads the CPU float32 LLM; a GPU or another dtype trains with a second copy of it
+        elsewhere = device.type != "cpu" or settings.llm_dtype != "float32"
+        train_llm = load_frozen_llm(settings.llm, settings.cache, settings.llm_dtype, device)[0] if elsewhere else llm
         result = train_ilm(
-            data.catalogue, recommender.item_embeddings(), llm, tokenizer, settings.ilm, progress,
-            checkpoint_dir=checkpoints, resume=True, checkpoint_every=ILM_CHECKPOINT_EVERY,
+            data.catalogue, recommender.item_embeddings(), train_llm, tokenizer, settings.ilm, progress,
+            checkpoint_dir=checkpoints, resume=True, checkpoint_every=ILM_CHECKPOINT_EVERY, device=device,
         )
         result.save(ilm_dir)
-        ilm, soft_tokens = result.model, result.soft_tokens
+        ilm, soft_tokens = _load_ilm(ilm_dir) if elsewhere else (result.model, result.soft_tokens)
         metrics["ilm"] = {**result.metrics, "seconds": round(time.perf_counter() - started, 1)}
         _write_metrics(root, metrics)
         write_atomic(ilm_dir / DONE, b"")

@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from app.errors import SettingsError
 from app.paths import existing_file, output_file, output_folder, user_path
-from ilm_model.configuration import ILMConfig
-from retrieval.config import RetrievalConfig
+from ilm_model.configuration import ILMConfig, LLMDType
+from retrieval.config import DeviceSetting, RetrievalConfig
 from serving.config import ServingConfig, SessionStoreConfig
 
 DatasetName = Literal["ml-latest-small", "ml-100k", "ml-1m", "ml-20m", "ml-25m"]
@@ -56,6 +56,12 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(Path("~/.cache/ilmrec"), description="Downloads, converted models and trained artefacts.")
     llm: str = Field("bundled", description="Frozen chat LLM: `bundled` (SmolLM2-135M-Instruct) or a HF id or path.")
+    llm_dtype: LLMDType = Field(
+        "float32", description="Weights of the frozen LLM while the ILM trains; bfloat16 halves a big LLM on a GPU."
+    )
+    device: DeviceSetting = Field(
+        "auto", description="Where retrieval and ILM train: auto (cuda if available, else cpu), cpu, cuda, cuda:N."
+    )
     session_log: Path | None = Field(
         None, description="Append-only JSONL log of every served turn; default <cache_dir>/logs/sessions.jsonl."
     )

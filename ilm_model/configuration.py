@@ -22,6 +22,8 @@ MINILM_SIZES = {
 }
 MINILM_LAYERS = 6
 MINILM_MAX_POSITIONS = 512
+# weights of the frozen LLM (`load_frozen_llm`): float32 on the CPU; bfloat16 halves a big LLM's GPU memory
+LLMDType = Literal["float32", "bfloat16", "float16"]
 
 
 class QFormerConfig(BaseModel):

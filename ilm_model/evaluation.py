@@ -37,7 +37,7 @@ def itc_recall_at_k(
         text_features = model.encode_text(texts[start : start + batch_size])
         scores = max_query_similarity(item_features, text_features).t()
         top = scores.topk(min(k, len(item_features)), dim=1).indices
-        targets = torch.as_tensor(target_rows[start : start + batch_size])[:, None]
+        targets = torch.as_tensor(target_rows[start : start + batch_size], device=top.device)[:, None]
         hits += int((top == targets).any(dim=1).sum())
     model.train(was_training)
     return hits / max(1, len(texts))
@@ -84,7 +84,8 @@ def score_candidates(
     candidate_answers: Sequence[Sequence[int]],
     chunk: int = 16,
 ) -> torch.Tensor:
-    """Mean log-probability per token of each candidate answer after `prompt` with `blocks` in its slots, `[C]`.
+    """Mean log-probability per token of each candidate answer after `prompt` with `blocks` in its slots, `[C]`
+    on the CPU (the LLM and `blocks` may be on a GPU).
 
     The prompt (all but its last token) is run once into a key/value cache shared by every candidate; the
     candidates go through in chunks of similar length (sorted by length), so little of a chunk is padding.
@@ -93,7 +94,7 @@ def score_candidates(
     cache = PrefixCache(llm, prefix_embeds=body[None, :-1])
     last = body[-1:]
     order = sorted(range(len(candidate_answers)), key=lambda c: len(candidate_answers[c]))
-    scores = torch.empty(len(candidate_answers))
+    scores = torch.empty(len(candidate_answers), device="cpu")
     for start in range(0, len(order), chunk):
         part = order[start : start + chunk]
         answers = [candidate_answers[c] for c in part]

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ilm_model.atomic_dir import atomic_directory
+from ilm_model.configuration import LLMDType
 from ilm_model.errors import ILMError, MissingAssetError
 
 logger = logging.getLogger(__name__)
@@ -61,15 +62,18 @@ def convert_bundled(cache_dir: Path) -> Path:
     return target
 
 
-def load_frozen_llm(spec: str, cache_dir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_frozen_llm(
+    spec: str, cache_dir: Path, dtype: LLMDType = "float32", device: torch.device | str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for `spec`: "bundled" or a Hugging Face id / local folder.
 
-    The model is fp32, in eval mode, and every parameter has `requires_grad=False`.
+    The model has weights of `dtype` (float32 by default; bfloat16 for a big LLM on a GPU), sits on `device`,
+    is in eval mode, and every parameter has `requires_grad=False`.
     """
     source = convert_bundled(cache_dir) if spec == BUNDLED else spec
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
     except (OSError, ValueError) as exc:
         hint = (
             f"delete {source} to convert it again"

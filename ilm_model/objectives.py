@@ -131,15 +131,17 @@ def sample_hard_negatives(
     p_ij proportional to exp(s_ij / tau) over j != i (BLIP-2's hard-negative mining).
 
     similarity `[B, B]` (item x text, diagonal = positives; no gradient needed). Returns
-    (negative_text_of_item `[B]`, negative_item_of_text `[B]`) as indices into the batch.
+    (negative_text_of_item `[B]`, negative_item_of_text `[B]`) as indices into the batch, on similarity's device.
+    The draws are made on the CPU with the CPU `generator`, so a seed gives the same negatives on any device
+    (up to the device's float differences in `similarity`).
     """
-    logits = (similarity / temperature).float()
-    off_diagonal = ~torch.eye(similarity.shape[0], dtype=torch.bool, device=similarity.device)
+    logits = (similarity / temperature).float().cpu()
+    off_diagonal = ~torch.eye(similarity.shape[0], dtype=torch.bool, device="cpu")
     weights_i2t = torch.softmax(logits, dim=1) * off_diagonal + 1e-12 * off_diagonal
     weights_t2i = torch.softmax(logits.t(), dim=1) * off_diagonal + 1e-12 * off_diagonal
     negative_text = torch.multinomial(weights_i2t, 1, generator=generator).squeeze(1)
     negative_item = torch.multinomial(weights_t2i, 1, generator=generator).squeeze(1)
-    return negative_text, negative_item
+    return negative_text.to(similarity.device), negative_item.to(similarity.device)
 
 
 def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

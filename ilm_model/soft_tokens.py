@@ -60,7 +60,7 @@ class SoftTokenTable:
 
     def save(self, path: Path) -> None:
         """Write a safetensors file (`tokens`, `item_ids`) atomically."""
-        payload = {"tokens": self.tokens, "item_ids": torch.from_numpy(self.item_ids)}
+        payload = {"tokens": self.tokens.detach().cpu().contiguous(), "item_ids": torch.from_numpy(self.item_ids)}
         write_atomic(Path(path), save(payload, metadata={"format": FORMAT, "version": FORMAT_VERSION}))
 
     @classmethod

@@ -65,9 +65,14 @@ def heldout_split(n_items: int, n_heldout: int, seed: int) -> tuple[np.ndarray, 
 
 
 def phase1_pair_inputs(
-    config: ILMConfig, interactions: Interactions | None, n_items: int, train_rows: np.ndarray
+    config: ILMConfig,
+    interactions: Interactions | None,
+    n_items: int,
+    train_rows: np.ndarray,
+    device: torch.device | str = "cpu",
 ) -> dict[str, object]:
-    """`train_phase1` keyword arguments for IIC / UIC: pairs among `train_rows`, re-indexed to positions in it."""
+    """`train_phase1` keyword arguments for IIC / UIC: pairs among `train_rows`, re-indexed to positions in it
+    (the user CF vectors on `device`)."""
     phase1 = config.phase1
     if not (phase1.iic_weight or phase1.uic_weight):
         return {}
@@ -85,7 +90,8 @@ def phase1_pair_inputs(
             raise ValueError("phase1.uic_weight > 0 needs interactions.user_embeddings")
         pairs = user_item_pairs(interactions.histories, allowed)
         inputs["user_pairs"] = np.stack([pairs[:, 0], position[pairs[:, 1]]], axis=1)
-        inputs["user_embeddings"] = torch.as_tensor(interactions.user_embeddings, dtype=torch.float32)
+        user_embeddings = interactions.user_embeddings
+        inputs["user_embeddings"] = torch.as_tensor(user_embeddings, dtype=torch.float32, device=device)
     return inputs
 
 
@@ -101,6 +107,7 @@ def train_ilm(
     resume: bool = False,
     checkpoint_every: int = 50,
     replicas: Replicas | None = None,
+    device: torch.device | str | None = None,
 ) -> ILMTrainResult:
     """Train the ILM on every catalogue item except a held-out sample, then measure it and build the table.
 
@@ -119,15 +126,22 @@ def train_ilm(
     With `replicas` (one per process of an initialised process group; launched by `ilm_model.train_distributed`)
     both phases train data-parallel (`ilm_model.distributed`), rank 0 alone evaluates (the others get its
     metrics) and writes checkpoints; every replica returns the same result.
+
+    Training runs on `device` (default: the LLM's; `llm` must already be there, see `load_frozen_llm`); the
+    result's model stays there, its soft-token table is on the CPU, and everything saved is written from CPU
+    tensors.
     """
     cf = np.asarray(cf_item_embeddings, dtype=np.float32)
     if cf.ndim != 2 or len(cf) != len(catalogue):
         raise ValueError(f"cf_item_embeddings must be [n_items={len(catalogue)}, d_cf]; got {cf.shape}")
     config = (config or ILMConfig()).for_data(cf.shape[1], llm.get_input_embeddings().embedding_dim)
+    device = llm.device if device is None else torch.device(device)
+    if llm.device.type != device.type or (device.index is not None and llm.device.index != device.index):
+        raise ValueError(f"the LLM is on {llm.device}, not on {device}; load it with load_frozen_llm(device=...)")
     evaluation = config.evaluation
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    cf_tensor = torch.from_numpy(cf)
+    cf_tensor = torch.from_numpy(cf).to(device)
     texts = [describe(movie) for movie in catalogue]
     train_rows, heldout_rows = heldout_split(len(catalogue), evaluation.heldout_items, config.seed)
     heldout_texts = [texts[r] for r in heldout_rows]
@@ -135,7 +149,7 @@ def train_ilm(
     metrics: dict[str, float] = {"n_items": len(catalogue), "n_heldout": len(heldout_rows)}
     metrics[f"itc_recall@{k}_chance"] = min(1.0, k / len(catalogue))
 
-    model = ItemLanguageModel.from_config(config)
+    model = ItemLanguageModel.from_config(config).to(device)
     replicas = replicas or Replicas()
     if replicas.world > 1:
         torch.manual_seed(config.seed + replicas.rank)  # same initial weights, but each shard its own dropout
@@ -154,7 +168,7 @@ def train_ilm(
             facts = join_facts(catalogue, read_facts(movies_db()))
             metrics["item_metadata_match_rate"] = len(facts) / len(catalogue)
             phase1_texts = [enriched_text(text, facts.get(row)) for row, text in enumerate(texts)]
-        pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows)
+        pair_inputs = phase1_pair_inputs(config, interactions, len(catalogue), train_rows, device)
         train_phase1(
             model, [phase1_texts[r] for r in train_rows], cf_tensor[train_rows], config.phase1, history, config.seed,
             progress, **pair_inputs, checkpoints=checkpoints, replicas=replicas,
@@ -178,7 +192,7 @@ def train_ilm(
 
     tick = time.perf_counter()
     items = model.represent_items(cf_tensor, evaluation.batch_size)
-    table = SoftTokenTable(catalogue.ids, items.soft_tokens)
+    table = SoftTokenTable(catalogue.ids, items.soft_tokens.cpu())
     evaluated, examples = replicas.from_main(
         lambda: _evaluate(model, llm, tokenizer, catalogue, texts, items, trained_rows, heldout_rows, config)
     )

@@ -131,7 +131,8 @@ def phase1_losses(
             attention="bidirectional",
         )
         local = len(cf)
-        labels = torch.cat([torch.ones(local), torch.zeros(2 * local)]).long().to(input_ids.device)
+        labels = torch.zeros(3 * local, dtype=torch.long, device=input_ids.device)
+        labels[:local] = 1
         itm = itm_loss(model.itm_logits(joint.query_states), labels) * replicas.loss_scale(local, n)
 
     iic = uic = None
@@ -172,7 +173,8 @@ class PairSampler:
         self.batches = ShuffledBatches(len(pairs), batch_size, generator)
 
     def next(self) -> PairBatch:
-        left, right = self.pairs[next(self.batches)].unbind(1)
+        """The next batch, on the tables' device (the shuffling stays on the CPU generator)."""
+        left, right = self.pairs[next(self.batches)].to(self.right_table.device).unbind(1)
         return PairBatch(self.left_table[left], self.right_table[right], left, right)
 
 
@@ -191,6 +193,8 @@ def train_phase1(
     replicas: Replicas | None = None,
 ) -> None:
     """Train `model` in place on pairs (cf_embeddings[i] `[n, d_cf]`, texts[i]); one history record per step.
+    Training runs where `cf_embeddings` is (`model` and `user_embeddings` must be there too); the batches are
+    shuffled by a CPU generator, so a seed draws the same rows on any device.
 
     IIC reads `item_pairs [P, 2]` (indices into `cf_embeddings` of co-interacted items), UIC `user_pairs [P, 2]`
     (index into `user_embeddings [U, d_cf]`, index into `cf_embeddings`); each only when its weight is > 0.
@@ -220,7 +224,8 @@ def train_phase1(
         if user_pairs is None or user_embeddings is None:
             raise ValueError("uic_weight > 0 needs user_embeddings and user_pairs; pass interactions or set it to 0")
         user_sampler = PairSampler(user_pairs, user_embeddings, cf_embeddings, config.pair_batch_size, generator)
-    tokens = model.tokenize(texts)
+    device = cf_embeddings.device
+    tokens = model.tokenize(texts).to(device)
     vocabulary = None
     if config.itg_vocabulary == "texts":
         vocabulary = text_vocabulary(tokens["input_ids"], tokens["attention_mask"])
@@ -235,7 +240,7 @@ def train_phase1(
     start = checkpoints.restore(PHASE, state, history) if checkpoints else 0
     bar = tqdm(range(start, config.steps), desc="ILM phase 1", disable=not (progress and replicas.is_main))
     for step in bar:
-        rows = next(batches)
+        rows = next(batches).to(device)
         mask = tokens["attention_mask"][rows]
         length = int(mask.sum(1).max())
         losses = phase1_losses(

@@ -128,7 +128,7 @@ def example_bodies(
     with_head: bool,
 ) -> list[torch.Tensor]:
     """Prompt embeddings `[L_b, d_llm]` per example, soft tokens of all their items from one encoder pass."""
-    rows = torch.tensor([r for e in examples for r in e.items], dtype=torch.long)
+    rows = torch.tensor([r for e in examples for r in e.items], dtype=torch.long, device=cf_embeddings.device)
     soft = model.soft_tokens(cf_embeddings[rows])  # [sum of items, K, d_llm]
     bodies, start = [], 0
     for example in examples:
@@ -153,7 +153,8 @@ def train_phase2(
     replicas: Replicas | None = None,
 ) -> np.ndarray:
     """Train the item encoder's `qformer.*` / `adaptor.*` parameters in place on `tasks` (items are rows of
-    `cf_embeddings [n_items, d_cf]`); the LLM is not touched (it must already have `requires_grad=False`).
+    `cf_embeddings [n_items, d_cf]`, on the device of `model` and `llm`, where training runs); the LLM is not
+    touched (it must already have `requires_grad=False`). Tasks are sampled by a CPU generator.
     Returns the sorted rows that were a describe target at least once. `checkpoints` as in `train_phase1`.
 
     With `replicas`, every replica samples the same batch and computes the loss of its shard of the examples,

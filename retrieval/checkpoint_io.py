@@ -76,8 +76,10 @@ Header = TypeVar("Header", bound=CheckpointHeader)
 
 
 def write_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], header: CheckpointHeader) -> Path:
-    """Write `tensors` and `header` to `path` atomically: readers see the old file or this one."""
-    tensors = {name: t.detach() for name, t in tensors.items()}
+    """Write `tensors` and `header` to `path` atomically: readers see the old file or this one. Tensors are
+    written from CPU copies, so a checkpoint of a GPU run loads anywhere (`load_state_dict` and the optimizer's
+    `load_state_dict` move them back to their parameters' device)."""
+    tensors = {name: t.detach().cpu() for name, t in tensors.items()}
     owners = Counter(t.untyped_storage().data_ptr() for t in tensors.values())
     # safetensors refuses views and tensors sharing storage (tied weights); copying only those saves a full
     # copy of a 370 MB checkpoint

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 ModelKind = Literal["two_tower", "mf"]
 LossKind = Literal["lambdarank", "warp", "softmax", "bpr"]
 RankEstimator = Literal["sampled", "scaled", "smoothed", "posterior"]
 SamplingKind = Literal["uniform", "popularity"]
 SplitKind = Literal["strong", "temporal"]
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+# where training runs (`retrieval.device.resolve_device`): not a hyper-parameter, so no field of the configs here
+DeviceSetting = Annotated[str, StringConstraints(pattern=DEVICE_PATTERN)]
 
 
 class RetrievalConfig(BaseModel):

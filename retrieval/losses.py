@@ -144,7 +144,7 @@ def sampled_softmax_loss(
         ],
         dim=1,
     )
-    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -39,19 +39,25 @@ class Bags:
     def __len__(self) -> int:
         return int(self.offsets.shape[0])
 
+    def to(self, device: torch.device | str) -> Bags:
+        """These bags on `device`."""
+        return Bags(self.rows.to(device), self.offsets.to(device), self.weights.to(device))
+
     def bag_of_entries(self) -> torch.Tensor:
         """`[N]` the bag (user) each entry of `rows` belongs to."""
-        return torch.bucketize(torch.arange(len(self.rows)), self.offsets, right=True) - 1
+        entries = torch.arange(len(self.rows), device=self.rows.device)
+        return torch.bucketize(entries, self.offsets, right=True) - 1
 
     def histories(self) -> list[np.ndarray]:
         """The packed item rows again, one array per bag (the inverse of `pack`)."""
-        bounds = torch.cat([self.offsets, torch.tensor([len(self.rows)])]).tolist()
-        rows = self.rows.numpy()
+        bounds = [*self.offsets.tolist(), len(self.rows)]
+        rows = self.rows.cpu().numpy()
         return [rows[a:b] for a, b in itertools.pairwise(bounds)]
 
     def weight_mass(self) -> torch.Tensor:
         """`[U]` sum_h |w_h| per bag (0 for an empty bag)."""
-        return torch.zeros(len(self)).index_add_(0, self.bag_of_entries(), self.weights.abs())
+        mass = torch.zeros(len(self), dtype=self.weights.dtype, device=self.weights.device)
+        return mass.index_add_(0, self.bag_of_entries(), self.weights.abs())
 
 
 class BagOfItemsTwoTower(nn.Module):
@@ -121,15 +127,16 @@ class MatrixFactorization(nn.Module):
     def fold_in(self, bags: Bags) -> torch.Tensor:
         """`[U, d]` ridge solutions for unseen histories (see the class docstring); 0 for an empty bag."""
         q = self.output_items.weight.detach()
-        gram = self.fold_in_unobserved_weight * q.T @ q + self.fold_in_l2 * torch.eye(q.shape[1])
-        lengths = torch.diff(bags.offsets, append=torch.tensor([len(bags.rows)])).tolist()
+        identity = torch.eye(q.shape[1], dtype=q.dtype, device=q.device)
+        gram = self.fold_in_unobserved_weight * q.T @ q + self.fold_in_l2 * identity
+        lengths = torch.diff(bags.offsets.cpu(), append=torch.tensor([len(bags.rows)], device="cpu")).tolist()
         a, b = [], []
         for rows, weights in zip(bags.rows.split(lengths), bags.weights.split(lengths), strict=True):
             q_h = q[rows]
             a.append(gram + q_h.T @ (weights.abs()[:, None] * q_h))
             b.append(q_h.T @ weights)
         if not a:
-            return torch.zeros(0, q.shape[1])
+            return torch.zeros(0, q.shape[1], dtype=q.dtype, device=q.device)
         a, b = torch.stack(a), torch.stack(b)
         return torch.linalg.solve(a, b)
 

@@ -78,12 +78,13 @@ def posterior_expected_weight(
         E[g] = sum_j w_j pi(t_j) g(t_j) / sum_j w_j pi(t_j).
     Truncation loses < exp(-half_width * sd * min(a, b)) <= 3e-6 of the mass (sd >= 1.28 when min(a, b) = 1).
     """
-    v, m, n, offset = (torch.as_tensor(x, dtype=torch.float32) for x in (v, m, n, offset))
+    device = torch.as_tensor(v).device
+    v, m, n, offset = (torch.as_tensor(x, dtype=torch.float32, device=device) for x in (v, m, n, offset))
     a = v.clamp(min=0.0) + 1.0
     b = (m - v).clamp(min=0.0) + 1.0
     mean = torch.digamma(a) - torch.digamma(b)
     sd = torch.sqrt(torch.polygamma(1, a) + torch.polygamma(1, b))
-    nodes, weights = _legendre(n_nodes)
+    nodes, weights = (x.to(mean.device) for x in _legendre(n_nodes))
     t = mean[..., None] + half_width * sd[..., None] * nodes  # [..., n_nodes]
     log_density = -a[..., None] * torch.nn.functional.softplus(-t) - b[..., None] * torch.nn.functional.softplus(t)
     mass = weights * torch.exp(log_density - log_density.amax(dim=-1, keepdim=True))
@@ -95,13 +96,15 @@ TABLE_ENTRIES = 1 << 18  # largest memoised (v, m, offset) table: m up to ~360 w
 
 
 @lru_cache(maxsize=16)
-def _posterior_table(weight_fn: WeightFn, n: float, max_m: int, max_offset: int) -> torch.Tensor:
+def _posterior_table(
+    weight_fn: WeightFn, n: float, max_m: int, max_offset: int, device: torch.device
+) -> torch.Tensor:
     """`[max_m + 1, max_m + 1, max_offset + 1]` posterior_expected_weight(v, m, n, weight_fn, offset) at integer
-    v, m, offset (entries with v > m are unused). Memoised: training asks for the same table at every step."""
-    v, m, offset = torch.meshgrid(
-        torch.arange(max_m + 1.0), torch.arange(max_m + 1.0), torch.arange(max_offset + 1.0), indexing="ij"
-    )
-    return posterior_expected_weight(v, m, n, weight_fn, offset)
+    v, m, offset (entries with v > m are unused), on `device`. Memoised: training asks for the same table at
+    every step. Computed on the CPU, so the table is the same on every device."""
+    steps = [torch.arange(size + 1.0, device="cpu") for size in (max_m, max_m, max_offset)]
+    v, m, offset = torch.meshgrid(*steps, indexing="ij")
+    return posterior_expected_weight(v, m, n, weight_fn, offset).to(device)
 
 
 def _posterior_lookup(
@@ -111,14 +114,16 @@ def _posterior_lookup(
     gives integer counts; the table is sized by the next power of two above max m). Falls back to direct
     evaluation for fractional or negative counts, a per-element n, or a table above TABLE_ENTRIES.
     """
-    v, m, offset = torch.broadcast_tensors(*(torch.as_tensor(x, dtype=torch.float32) for x in (v, m, offset)))
-    n = torch.as_tensor(n, dtype=torch.float32)
+    device = torch.as_tensor(v).device
+    as_float = [torch.as_tensor(x, dtype=torch.float32, device=device) for x in (v, m, offset)]
+    v, m, offset = torch.broadcast_tensors(*as_float)
+    n = torch.as_tensor(n, dtype=torch.float32, device=device)
     integral = all(torch.equal(x, x.round()) for x in (v, m, offset)) and n.numel() == 1 and v.numel() > 0
     if integral and min(v.min(), m.min(), offset.min()) >= 0:
         max_m = 1 << (max(int(m.max()), int(v.max()), 1) - 1).bit_length()  # next power of two
         max_offset = int(offset.max())
         if (max_m + 1) ** 2 * (max_offset + 1) <= TABLE_ENTRIES:
-            table = _posterior_table(weight_fn, float(n), max_m, max_offset)
+            table = _posterior_table(weight_fn, float(n), max_m, max_offset, v.device)
             return table[v.long(), m.long(), offset.long()]
     return posterior_expected_weight(v, m, n, weight_fn, offset)
 

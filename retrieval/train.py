@@ -6,6 +6,10 @@ MF: every history item is a target of the user's own vector. The batch's m negat
 
 Data-parallel training (`replicas=`, see `retrieval.distributed`; launched by `retrieval.train_distributed`):
 every replica draws the same permutation, masks and negatives and trains on its shard of each batch's users.
+
+`device=` places the model, its scores and the loss (a GPU); the random draws (users, fold-in masks, negatives)
+and the accidental-hit lookup stay on the CPU, so a run draws the same batches on any device. The returned
+recommender is on the CPU (serving and `save` read CPU tensors).
 """
 
 from __future__ import annotations
@@ -58,12 +62,14 @@ def train_retrieval(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     checkpoint_every: int = 1,
+    device: torch.device | str = "cpu",
 ) -> RetrievalTrainResult:
     """Train `config.model` with `config.loss`, keep the epoch with the best validation NDCG@`ndcg_k`, and report
     full-catalogue test Recall@k / NDCG@k (mean and standard error over test users) beside popularity.
 
-    With `replicas` (one per process of an initialised gloo group) each trains on its shard of every batch,
-    rank 0 evaluates, and all return rank 0's result; the default is one process.
+    With `replicas` (one per process of an initialised process group) each trains on its shard of every batch,
+    rank 0 evaluates, and all return rank 0's result; the default is one process. `device` is where the model
+    trains (`retrieval.device.resolve_device` turns a setting into one); the result is on the CPU.
 
     With `checkpoint_dir`, every `checkpoint_every` epochs (and the last) the whole training state is written
     there atomically (`retrieval.checkpoint`; rank 0 writes). `resume=True` continues from that checkpoint when
@@ -77,7 +83,8 @@ def train_retrieval(
     rng = np.random.default_rng(config.seed + 1)
     split = make_split(implicit_positives(data.ratings, config.positive_threshold), data.catalogue, config)
     n_items, counts = split.n_items, split.item_counts()
-    model = build_model(config, n_items, len(split.train_items))
+    device = torch.device(device)
+    model = build_model(config, n_items, len(split.train_items)).to(device)
     sampler = NegativeSampler(n_items, config.sampling, counts, config.popularity_alpha)
     lookup = PositiveLookup(split.train_items, n_items)
     loss_fn = SampledBatchLoss(
@@ -113,7 +120,7 @@ def train_retrieval(
         losses = []
         for first in range(0, len(order), config.batch_users):
             batch = _batch(model, split, order[first : first + config.batch_users], config.input_dropout, rng, replicas)
-            loss = batch.scale * _loss(scorer, batch, config, sampler, lookup, loss_fn, generator)
+            loss = batch.scale * _loss(scorer, batch, config, sampler, lookup, loss_fn, generator, device)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -142,7 +149,7 @@ def train_retrieval(
             save_checkpoint(checkpoint_dir, trainee, state, best_state, run)
         bar.set_postfix(loss=f"{epoch_loss:.4f}", val_ndcg=f"{state.best_ndcg:.4f}", best=state.best_epoch)
     model.load_state_dict(best_state)
-    model.eval()
+    model.eval().cpu()
     metrics, popularity_metrics = replicas.from_main(
         lambda: (
             evaluate(_model_scores(model), split.test, config.recall_ks, config.ndcg_k),
@@ -176,8 +183,8 @@ def plot_history(history: list[EpochRecord], path: Path) -> None:
 
 @dataclass(frozen=True)
 class _Batch:
-    """This replica's part of one batch: user-tower input `[U]`, `row_user [B]` (index into the U users),
-    `targets [B]` item rows, `users [U]` training-user indices, and its loss scale c_r (1 in one process)."""
+    """This replica's part of one batch, on the CPU: user-tower input `[U]`, `row_user [B]` (index into the U
+    users), `targets [B]` item rows, `users [U]` training-user indices, and its loss scale c_r (1 in one process)."""
 
     inputs: Bags | torch.Tensor
     row_user: torch.Tensor
@@ -239,19 +246,26 @@ def _loss(
     lookup: PositiveLookup,
     loss_fn: SampledBatchLoss,
     generator: torch.Generator,
+    device: torch.device,
 ) -> torch.Tensor:
-    """Sampled-batch loss of `batch` (mean over its rows), with m negatives shared by all its rows."""
+    """Sampled-batch loss of `batch` (mean over its rows), with m negatives shared by all its rows; negatives,
+    their hit mask and log Q on the CPU (where the generator and the lookup live), scores and loss on `device`."""
     negatives = sampler.sample(config.num_negatives, generator)
-    pos, neg = scorer(batch.inputs, batch.row_user, batch.targets, negatives.rows)
     if config.remove_accidental_hits:
         valid = ~lookup.contains(torch.from_numpy(batch.users)[batch.row_user], negatives.rows)
     else:
-        valid = torch.ones_like(neg, dtype=torch.bool)
-    return loss_fn(pos, neg, valid, sampler.log_q[batch.targets], negatives.log_q)
+        valid = torch.ones(len(batch.targets), len(negatives), dtype=torch.bool, device="cpu")
+    pos, neg = scorer(
+        batch.inputs.to(device), batch.row_user.to(device), batch.targets.to(device), negatives.rows.to(device)
+    )
+    pos_log_q, neg_log_q = sampler.log_q[batch.targets].to(device), negatives.log_q.to(device)
+    return loss_fn(pos, neg, valid.to(device), pos_log_q, neg_log_q)
 
 
 def _model_scores(model: RetrievalModel) -> ScoreFn:
-    return lambda bags: model.fold_in(bags) @ model.item_vectors().T
+    """Full-catalogue scores of fold-in histories, computed where the model is and returned on the CPU."""
+    device = model.item_vectors().device
+    return lambda bags: (model.fold_in(bags.to(device)) @ model.item_vectors().T).cpu()
 
 
 def _fmt(metrics: dict[str, MetricEstimate]) -> str:

@@ -33,6 +33,16 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch):
         load_settings()
 
 
+def test_training_device_and_llm_dtype(monkeypatch: pytest.MonkeyPatch):
+    assert (load_settings().device, load_settings().llm_dtype) == ("auto", "float32")
+    monkeypatch.setenv("ILMREC_DEVICE", "cuda:1")
+    monkeypatch.setenv("ILMREC_LLM_DTYPE", "bfloat16")
+    assert (load_settings().device, load_settings().llm_dtype) == ("cuda:1", "bfloat16")
+    monkeypatch.setenv("ILMREC_DEVICE", "gpu")
+    with pytest.raises(ValidationError, match="device"):
+        load_settings()
+
+
 def test_missing_config_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")

@@ -18,6 +18,12 @@ def test_local_path_is_loaded_frozen_fp32_eval(tiny_llm_dir, tmp_path):
     assert tokenizer.chat_template
 
 
+def test_a_bfloat16_llm_is_loaded_frozen(tiny_llm_dir, tmp_path):
+    model, _ = load_frozen_llm(str(tiny_llm_dir), tmp_path, dtype="bfloat16", device="cpu")
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in model.parameters())
+    assert model.device == torch.device("cpu")
+
+
 def test_unknown_spec_is_an_ilm_error(tmp_path):
     with pytest.raises(ILMError, match="cannot load LLM"):
         load_frozen_llm(str(tmp_path / "nowhere"), tmp_path)

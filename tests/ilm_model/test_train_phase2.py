@@ -92,6 +92,21 @@ def test_trains_encoder_on_the_mix_and_leaves_llm_bit_identical(
     assert sorted(seen) == list(seen) and set(seen) <= set(range(40))
 
 
+def test_a_bfloat16_llm_trains_the_float32_encoder(tiny_config, tiny_llm_dir, catalogue, cf_embeddings, tmp_path):
+    from ilm_model.llm_loading import load_frozen_llm
+
+    llm, tok = load_frozen_llm(str(tiny_llm_dir), tmp_path, dtype="bfloat16")
+    torch.manual_seed(0)
+    model = ItemLanguageModel.from_config(tiny_config)
+    before = model.adaptor.weight.detach().clone()
+    config = Phase2Config(steps=2, batch_size=4, learning_rate=1e-3, warmup_steps=1)
+    tasks = build_task_mix(catalogue, config, np.arange(40), None, seed=0)
+    history = TrainingHistory()
+    train_phase2(model, llm, tok, tasks, torch.from_numpy(cf_embeddings), config, history, progress=False)
+    assert model.adaptor.weight.dtype == torch.float32 and not torch.equal(model.adaptor.weight, before)
+    assert all(np.isfinite(r["loss"]) for r in history.phase("phase2"))
+
+
 def test_refuses_an_unfrozen_llm(tiny_config, tiny_llm_dir, catalogue, cf_embeddings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
