@@ -18,16 +18,13 @@ where `|_f` is the dependence not through the features (the learned temperature)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
 import torch
 # torch's autograd-aware all-gather (torch.distributed.nn.functional.all_gather is deprecated in its favour)
 from torch.distributed import _functional_collectives as collectives
 
 from retrieval.distributed import Replicas
-
-T = TypeVar("T")
 
 
 def shard(replicas: Replicas, n: int) -> slice:
@@ -81,10 +78,3 @@ def mean_values(replicas: Replicas, values: dict[str, float]) -> dict[str, float
     torch.distributed.all_reduce(total)
     return dict(zip(values, (total / replicas.world).tolist(), strict=True))
 
-
-def main_first(replicas: Replicas, load: Callable[[], T]) -> T:
-    """`load()` on every replica, rank 0's call finished before the others start: a download or a conversion
-    into a cache happens once, and the others read what it left."""
-    value = load() if replicas.is_main else None
-    replicas.from_main(lambda: None)
-    return value if replicas.is_main else load()

@@ -1,4 +1,6 @@
-"""Data-parallel replicas for `train_retrieval` (DDP; gloo on CPU): where this process sits and what it shares.
+"""Data-parallel replicas for `train_retrieval` (DDP; gloo on CPU, NCCL for CUDA tensors): where this process
+sits, what it shares, and the process group its launchers (`retrieval.train_distributed`,
+`ilm_model.train_distributed`) open.
 
 Every replica runs the same seeded loop (same user permutation, same fold-in masks, same shared negatives) and
 keeps only its shard of each batch's users. Its loss is rescaled so that DDP's gradient average equals the
@@ -14,7 +16,8 @@ early-stopping decisions and returns the same result. `Replicas()` is the single
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -82,3 +85,34 @@ class Replicas:
 def threads_per_replica(world: int) -> int:
     """Share the CPUs: max(1, cpu_count // world) intra-op threads per replica."""
     return max(1, (os.cpu_count() or 1) // world)
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The process-group backend for replicas training on `device`: `gloo` on the CPU; on CUDA, NCCL for CUDA
+    tensors (gradients, gathered features) and gloo for the CPU ones (loss values, broadcast metrics)."""
+    return "cpu:gloo,cuda:nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+@contextmanager
+def process_group(device: torch.device, world: int, rank: int, init_method: str = "env://") -> Iterator[Replicas]:
+    """This process's `Replicas` inside a process group of `world` processes (none for world 1), destroyed on
+    exit. On CUDA the process first selects its GPU (`device`, e.g. cuda:LOCAL_RANK), as NCCL needs."""
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(
+            backend_for(device), init_method=init_method, rank=rank, world_size=world
+        )
+    try:
+        yield Replicas.from_process_group()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main_first(replicas: Replicas, load: Callable[[], T]) -> T:
+    """`load()` on every replica, rank 0's call finished before the others start: a download or a conversion
+    into a cache happens once, and the others read what it left."""
+    value = load() if replicas.is_main else None
+    replicas.from_main(lambda: None)
+    return value if replicas.is_main else load()

@@ -1,12 +1,16 @@
-"""Data-parallel retrieval training: one replica per process (DDP, gloo on CPU), rank 0 evaluates and saves.
+"""Data-parallel retrieval training: one replica per process (DDP; gloo on CPU, NCCL on GPU), rank 0 evaluates.
 
     torchrun --nproc_per_node 2 -m retrieval.train_distributed --dataset ml-latest-small \\
         --data-path ../shared/data/ml-latest-small --set loss=warp --set num_negatives=64 --out runs/warp
+
+`--device` (default auto: cuda when available) places each replica: on CUDA, replica LOCAL_RANK trains on
+cuda:LOCAL_RANK (`torchrun --nproc_per_node <gpus>`), its gradients all-reduced over NCCL.
 
 Every replica runs the same seed and trains on its shard of each batch's users; DDP averages the gradients,
 rescaled so that the update equals the single-process one (`retrieval.distributed`), so the result matches
 `train_retrieval` within floating-point noise. Without torchrun (no WORLD_SIZE in the environment) it trains in
 one process. `--init-method file:///path` rendezvouses through a file instead of torchrun's TCP store.
+Rank 0 loads (downloads) the data set before the others read it.
 Rank 0 writes, atomically, `<out>/metrics.json` (test and popularity metrics, best epoch, history, config,
 world size) and the recommender to `<out>/recommender/` (`TwoTowerRecommender.load` reads it).
 `--checkpoint-dir DIR` checkpoints every epoch there (rank 0 writes) and resumes from a checkpoint found there.
@@ -27,7 +31,8 @@ from pydantic import ValidationError
 
 from retrieval.config import RetrievalConfig
 from retrieval.data import load_movielens
-from retrieval.distributed import Replicas, threads_per_replica
+from retrieval.device import replica_device
+from retrieval.distributed import main_first, process_group, threads_per_replica
 from retrieval.errors import RetrievalError
 from retrieval.storage import write_atomic
 from retrieval.train import RetrievalTrainResult, train_retrieval
@@ -42,26 +47,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     world = int(os.environ.get("WORLD_SIZE", "1"))
     torch.set_num_threads(args.threads or threads_per_replica(world))
-    if world > 1:
-        torch.distributed.init_process_group(
-            "gloo", init_method=args.init_method, rank=int(os.environ["RANK"]), world_size=world
-        )
     try:
-        replicas = Replicas.from_process_group()
-        data = load_movielens(args.dataset, path=Path(args.data_path) if args.data_path else None)
-        checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else None
-        result = train_retrieval(
-            data, config, progress=args.progress, replicas=replicas, checkpoint_dir=checkpoints, resume=True
-        )
-        if replicas.is_main:
-            save_result(result, Path(args.out), replicas.world)
-            print(json.dumps({name: str(value) for name, value in result.metrics.items()}, ensure_ascii=False))
+        device = replica_device(args.device, world)
+    except ValueError as exc:
+        print(f"error: --device: {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.data_path) if args.data_path else None
+    try:
+        with process_group(device, world, int(os.environ.get("RANK", "0")), args.init_method) as replicas:
+            data = main_first(replicas, lambda: load_movielens(args.dataset, path=path))
+            checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else None
+            result = train_retrieval(
+                data, config, progress=args.progress, replicas=replicas, checkpoint_dir=checkpoints, resume=True,
+                device=device,
+            )
+            if replicas.is_main:
+                save_result(result, Path(args.out), replicas.world)
+                print(json.dumps({name: str(value) for name, value in result.metrics.items()}, ensure_ascii=False))
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
     return 0
 
 
@@ -100,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a RetrievalConfig field")
     parser.add_argument("--out", required=True, help="folder for metrics.json and recommender/ (rank 0 writes)")
     parser.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from one found here")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     parser.add_argument("--init-method", default="env://", help="torch.distributed rendezvous (default: torchrun's)")
     parser.add_argument("--threads", type=int, help="torch threads per replica (default: CPUs / replicas)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)

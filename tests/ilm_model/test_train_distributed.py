@@ -158,6 +158,12 @@ def test_a_bad_config_is_a_one_line_error(setup, capsys):
     assert error == "error: --config: phase1.steps: Input should be greater than or equal to 0"
 
 
+def test_a_bad_device_is_a_one_line_error(setup, capsys):
+    _, argv = setup
+    assert main([*argv("bad-device"), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device: device must be auto, cpu, cuda or cuda:N; got 'gpu'"
+
+
 def test_more_replicas_than_rows_is_refused_before_training(tiny_config, tiny_llm, catalogue, cf_embeddings):
     llm, tokenizer = tiny_llm
     model, cf, many = ItemLanguageModel.from_config(tiny_config), torch.from_numpy(cf_embeddings), Replicas(0, 9)

@@ -1,8 +1,11 @@
+import os
+
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
-from retrieval.distributed import Replicas, threads_per_replica
+from retrieval.distributed import Replicas, backend_for, main_first, process_group, threads_per_replica
 
 
 def test_single_process_is_the_identity():
@@ -40,3 +43,42 @@ def test_bad_rank_or_world_is_refused(rank, world):
 def test_threads_per_replica_is_at_least_one():
     assert threads_per_replica(10_000) == 1
     assert threads_per_replica(1) >= 1
+
+
+@pytest.mark.parametrize(
+    ("device", "backend"),
+    [("cpu", "gloo"), (torch.device("cpu"), "gloo"), ("cuda", "cpu:gloo,cuda:nccl"),
+     (torch.device("cuda", 1), "cpu:gloo,cuda:nccl")],
+)
+def test_backend_is_gloo_on_cpu_and_nccl_for_cuda_tensors(device, backend):
+    assert backend_for(device) == backend
+
+
+def test_one_process_needs_no_process_group():
+    with process_group(torch.device("cpu"), world=1, rank=0) as replicas:
+        assert replicas == Replicas() and not torch.distributed.is_initialized()
+    calls = []
+    assert main_first(Replicas(), lambda: calls.append(1) or "loaded") == "loaded" and calls == [1]
+
+
+def _load_after_rank_zero(rank: int, rendezvous: str, marker: str) -> None:
+    """Rank 0's load takes a while and leaves a file; rank 1's must find it (it started after rank 0's ended)."""
+    import time
+    from pathlib import Path
+
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    with process_group(torch.device("cpu"), world=2, rank=rank, init_method=rendezvous) as replicas:
+        def load() -> bool:
+            if replicas.is_main:
+                time.sleep(1.0)
+                Path(marker).write_text("downloaded")
+            return Path(marker).is_file()
+
+        if not main_first(replicas, load):
+            raise SystemExit(f"rank {rank} loaded before rank 0 had finished")
+    assert not torch.distributed.is_initialized()
+
+
+def test_main_first_lets_rank_zero_finish_before_the_others_start(tmp_path):
+    args = (f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "marker"))
+    mp.start_processes(_load_after_rank_zero, args=args, nprocs=2, join=True, start_method="spawn")

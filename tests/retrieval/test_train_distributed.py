@@ -71,6 +71,11 @@ def test_bad_override_is_a_one_line_error(movielens_dir, tmp_path, capsys):
     assert "expected field=value" in capsys.readouterr().err
 
 
+def test_bad_device_is_a_one_line_error(movielens_dir, tmp_path, capsys):
+    assert main(["--data-path", str(movielens_dir), "--out", str(tmp_path), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device: device must be auto, cpu, cuda or cuda:N; got 'gpu'"
+
+
 def test_overrides_parse_as_json_where_they_can():
     config = parse_overrides(["loss=warp", "num_negatives=64", "lambdarank_cutoff=null", "recall_ks=[10, 20]"])
     assert (config.loss, config.num_negatives, config.lambdarank_cutoff) == ("warp", 64, None)
