@@ -4,6 +4,10 @@ and scores each candidate's display title; the score (optionally minus the title
 with the history slot left empty, a pointwise mutual information) is fused with the retrieval order.
 
 Every re-ranked id is one of the given candidates, so the re-rank cannot leave the catalogue or undo filters.
+
+`ChatService` does not call it: measured by `benchmarks.dialogue_ranking` on ReDial, it lowered Recall@1,
+Recall@10 and NDCG@10 on the report split (`benchmarks/results/dialogue_ranking_rerank_report.md`). It stays
+as the measured LLM step, for retrained or bigger ILMs.
 """
 
 from __future__ import annotations
