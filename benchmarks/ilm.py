@@ -349,6 +349,8 @@ def targets(results: dict[str, dict], cost: list[dict]) -> list[str]:
     if WITHOUT_IIC in results:
         lines.append(_verdict(f"IIC improves the full ILM over the ILM without IIC on {phase1}", ilm[phase1],
                               results[WITHOUT_IIC][phase1]))
+    if choice := k_choice(results):
+        lines.append(choice)
     text = next(c for c in cost if c["prompt"] == "text descriptions")
     for c in cost:
         if c["prompt"].startswith("soft"):
@@ -359,6 +361,29 @@ def targets(results: dict[str, dict], cost: list[dict]) -> list[str]:
                 f"{'met' if faster >= 2 else 'MISSED'})"
             )
     return lines
+
+
+def ablation_scope(results: dict[str, dict]) -> str:
+    """Which ablations have phase-2 (LLM) metrics beside their phase-1 ITC Recall@10."""
+    names = [n for n in results if n.startswith("ablation")]
+    full = [n.removeprefix("ablation: ") for n in names if "next_item_recall@10" in results[n]]
+    if not full:
+        return ("Loss and K ablations are scored after phase 1 only (ITC text -> item Recall@10), no phase 2 / LLM "
+                "metrics: rerun with --ablation-phase2 where time allows.")
+    if len(full) == len(names):
+        return "Loss and K ablations ran phase 2 too."
+    return (f"Ablations with phase 2 and the LLM metrics too: {', '.join(full)}; the others after phase 1 only "
+            "(ITC text -> item Recall@10).")
+
+
+def k_choice(results: dict[str, dict]) -> str | None:
+    """The K with the best next-item Recall@10 (then genre F1) among the Ks that ran phase 2."""
+    scored = {k: r for k in K_VALUES if (r := k_row(results, k)) and "next_item_recall@10" in r}
+    if len(scored) < 2:
+        return None
+    best = max(scored, key=lambda k: (scored[k]["next_item_recall@10"], scored[k]["genre_f1"]))
+    shown = ", ".join(f"K={k} {r['next_item_recall@10']:.3f} / {r['genre_f1']:.3f}" for k, r in scored.items())
+    return f"K by next-item R@10 / genre F1 after phase 2: {shown}; best K={best}"
 
 
 def table(results: dict[str, dict]) -> str:
@@ -522,9 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(prep.cases)} held-out users, history of {scale.history_length}, true item among {scale.candidates} "
         f"candidates (chance Recall@10 = {min(1.0, 10 / scale.candidates):.2f}). Production defaults (6 layers, "
         "80 + 160 steps, the whole catalogue) were not run: they do not fit this machine's time for 15 systems. "
-        + ("Loss and K ablations ran phase 2 too." if args.ablation_phase2 else
-           "Loss and K ablations are scored after phase 1 only (ITC text -> item Recall@10), no phase 2 / LLM "
-           "metrics: rerun with --ablation-phase2 where time allows.")
+        + ablation_scope(results)
         + f" Torch threads: {args.threads}.",
         "The text-only baseline is not trained (the LLM is frozen and there is nothing else). Every system gets "
         f"production's describe instruction ({DESCRIBE!r}), which the trained systems learn in phase 2 to answer "

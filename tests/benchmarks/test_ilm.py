@@ -52,3 +52,16 @@ def test_table_marks_unmeasured_cells():
     table = ilm.table(_results())
     assert "| ablation: K=1 | n/a | n/a | n/a | 0.100 | n/a | 1 | 0 |" in table
     assert table.count("\n") == 2 + 13
+
+
+def test_k_choice_and_ablation_scope_follow_the_phase_2_results():
+    results = _results()
+    assert ilm.k_choice(results) is None, "only K=8 ran phase 2"
+    assert ilm.ablation_scope(results).startswith("Loss and K ablations are scored after phase 1 only")
+    results["ablation: K=1"] |= {"next_item_recall@10": 0.2, "genre_f1": 0.5}
+    results["ablation: K=4"] |= {"next_item_recall@10": 0.3, "genre_f1": 0.45}
+    assert ilm.k_choice(results) == (
+        "K by next-item R@10 / genre F1 after phase 2: K=1 0.200 / 0.500, K=4 0.300 / 0.450, K=8 0.300 / 0.400; "
+        "best K=4"
+    )
+    assert ilm.ablation_scope(results).startswith("Ablations with phase 2 and the LLM metrics too: K=1, K=4;")
