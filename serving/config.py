@@ -73,14 +73,22 @@ class ServingConfig(BaseModel):
         "tokens and description; the reply lists all `n_recommendations`. Fewer rows to prefill: a sooner first "
         "token (about 34 rows per item with 8 soft tokens)."
     )
-    max_user_chars_in_prompt: int = Field(
-        400, ge=1, description="The latest user message is cut to this many characters inside the LLM prompt."
+    max_user_tokens_in_prompt: int = Field(
+        128, ge=1, description="The latest user message is cut to this many of the LLM's tokens inside its prompt "
+        "(tokens, not characters: an emoji can take several)."
     )
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     engine: Literal["transformers", "vllm", "vllm-remote"] = Field(
         "transformers",
         description="LLM engine: in-process transformers; in-process vLLM (needs `vllm`, e.g. the `make vllm` "
         "venv); or a vLLM server at `vllm_url` started with --enable-prompt-embeds (docs/vllm.md).",
+    )
+    llm_precision: Literal["float32", "bfloat16", "int8"] = Field(
+        "float32",
+        description="Transformers engine only: the frozen LLM's arithmetic while serving. float32 (greedy replies "
+        "match the vLLM engines'); bfloat16; or int8 (torch's dynamic int8 quantisation of the Linear layers, CPU "
+        "only). Faster, and worse: in benchmarks/results/serving_profile.md int8 prefills 2.1x and decodes 1.6x "
+        "faster than float32, and the bundled 135M LLM's sentence often goes off topic.",
     )
     vllm_url: str = Field(
         "http://127.0.0.1:8001",

@@ -1,6 +1,7 @@
 """The LLM prompt as an embeddings tensor: chat-template text with each candidate's soft tokens spliced in.
 
-The chat template is rendered as text with one placeholder per candidate; the text pieces are embedded
+The chat template (system prompt, one worked example turn, then the user's message with the picks) is
+rendered as text with one placeholder per candidate; the text pieces are embedded
 with `engine.embed_tokens` and each placeholder becomes that item's K soft tokens from the ILM table,
 followed by its description ("1. <K soft tokens> Toy Story (1995). Genres: Adventure, Animation"), the same
 item text the ILM was trained on. Prompts are only ever built here, from catalogue ids: no client tensors.
@@ -23,11 +24,24 @@ from serving.dialogue import DialogueState, year_range_text
 from serving.engines.base import LLMEngine
 from serving.errors import ConfigurationError
 
-SYSTEM_PROMPT = (
-    "You are ilmrec, a friendly movie recommender. Each movie below starts with its item tokens, "
-    "followed by its title, year and genres."
+INSTRUCTION = (
+    "Reply with one short, friendly sentence that introduces the picks and connects them to what the user said. "
+    "Do not list the movies: they are shown after your sentence."
 )
-INSTRUCTION = "Write one short, friendly sentence introducing these picks. Do not list the movies."
+SYSTEM_PROMPT = (
+    "You are ilmrec, a friendly movie recommender. Each user message comes with the movies picked for them, "
+    "each starting with its item tokens. " + INSTRUCTION
+)
+EXAMPLE_TURN = (
+    "Picks:\n1. Monsters, Inc. (2001). Genres: Adventure, Animation, Children, Comedy\n"
+    "2. Up (2009). Genres: Adventure, Animation, Drama\n3. Ratatouille (2007). Genres: Animation, Children, Comedy\n"
+    "User: I loved Toy Story and Finding Nemo",
+    "Since you loved Toy Story and Finding Nemo, here are a few more movies I think you will enjoy.",
+)
+"""One worked turn (text only) ahead of the real one. Without it SmolLM2-135M talks about the prompt ("The
+user's response is...") or starts a list; with it, it answers the user (benchmarks/results/serving_profile.md).
+Its reply names no genre, which the model would copy to unrelated picks. It is constant, so its KV is reused
+from the previous turn (prefix caching) and costs no prefill."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,7 @@ def build_prompt(
     candidates: Sequence[int],
     catalogue: Catalogue,
     soft_tokens: SoftTokenTable,
-    max_user_chars: int = 400,
+    max_user_tokens: int = 128,
 ) -> EmbeddedPrompt:
     """Embed the prompt asking the LLM to introduce `candidates` (catalogue ids) in reply to `user_text`."""
     if not candidates:
@@ -58,14 +72,13 @@ def build_prompt(
     tokenizer = engine.tokenizer
     nonce = secrets.token_hex(8)
     markers = [f"<<item-{nonce}-{i}>>" for i in range(len(candidates))]
-    lines = [f'The user said: "{_sanitise(user_text, tokenizer)[:max_user_chars]}"']
+    lines = ["Picks:"]
+    lines += [f"{n}. {marker} {describe(catalogue[item])}" for n, (marker, item) in
+              enumerate(zip(markers, candidates), start=1)]
     context = _context(state, catalogue)
     if context:
         lines.append(context)
-    lines.append("Recommended movies:")
-    lines += [f"{n}. {marker} {describe(catalogue[item])}" for n, (marker, item) in
-              enumerate(zip(markers, candidates), start=1)]
-    lines.append(INSTRUCTION)
+    lines.append(f"User: {_sanitise(_cut(user_text, tokenizer, max_user_tokens), tokenizer)}")
     rendered = _render(tokenizer, "\n".join(lines))
 
     rows = soft_tokens.lookup(list(candidates)).detach().float().cpu()
@@ -92,13 +105,17 @@ def build_prompt(
 
 
 def _render(tokenizer, user_content: str) -> str:
-    """The chat template applied to system + user messages; templates without a system role get it inline."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user_content}]
+    """The chat template over the system prompt, the example turn and `user_content`; templates without a
+    system role get the system prompt inline, in the example's user message."""
+    example_user, example_reply = EXAMPLE_TURN
+    turns = [{"role": "user", "content": example_user}, {"role": "assistant", "content": example_reply},
+             {"role": "user", "content": user_content}]
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}, *turns], tokenize=False,
+                                             add_generation_prompt=True)
     except TemplateError:
-        merged = [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{user_content}"}]
-        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        turns[0] = {"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{example_user}"}
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 
 def _sanitise(text: str, tokenizer) -> str:
@@ -107,6 +124,12 @@ def _sanitise(text: str, tokenizer) -> str:
                           reverse=True):
         text = text.replace(special, "")
     return " ".join(text.split())
+
+
+def _cut(text: str, tokenizer, max_tokens: int) -> str:
+    """`text` cut to its first `max_tokens` tokens (never inside a character)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).rstrip("\ufffd")
 
 
 def _context(state: DialogueState, catalogue: Catalogue) -> str:

@@ -296,7 +296,7 @@ class ChatService:
             ), lambda: None
         prompt = build_prompt(
             self.engine, user_text, state, picks[: self.config.prompt_items], self.catalogue, self.soft_tokens,
-            max_user_chars=self.config.max_user_chars_in_prompt,
+            max_user_tokens=self.config.max_user_tokens_in_prompt,
         )
         generation = generate_within(
             self.engine, self.config.generation_timeout_s, prompt.embeds,

@@ -64,6 +64,19 @@ def write_tiny_llm(out: Path) -> Path:
     return out
 
 
+def usual_scale_llm(tokenizer, hidden_size: int = 64):
+    """A 2-layer random Llama over `tokenizer` initialised at the usual scale (std 0.02), float32, eval mode:
+    unlike the tiny LLM (std 0.5), its attention is spread out and its logits are smooth in its inputs."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval().requires_grad_(False)
+
+
 def train_tiny_recommender(movielens):
     """A two-tower recommender trained for a few seconds on the synthetic ratings."""
     from retrieval.config import RetrievalConfig

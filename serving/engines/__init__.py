@@ -31,4 +31,4 @@ def create_engine(
         return RemoteVLLMEngine(model, tokenizer, config.vllm_url)
     from serving.engines.transformers import TransformersEngine
 
-    return TransformersEngine(model, tokenizer)
+    return TransformersEngine(model, tokenizer, precision=config.llm_precision)

@@ -1,6 +1,7 @@
 """In-process engine over a Hugging Face causal LM: prefill from `inputs_embeds`, then a KV-cache decode loop.
 
-fp32 (the CPU machines here run bf16 slower); one generation at a time, guarded by a lock held while a
+float32 by default (`precision`: bfloat16, or int8 dynamic quantisation on the CPU, are faster and
+approximate); one generation at a time, guarded by a lock held while a
 stream is being consumed (the streams are `queued`: admitted once they hold the lock). Greedy decoding
 matches `model.generate(inputs_embeds=..., do_sample=False)`.
 
@@ -16,13 +17,15 @@ import copy
 import inspect
 import logging
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from serving.engines.base import GenerationStream, LLMEngine, SamplingParams
-from serving.errors import EngineUnavailableError, InvalidRequestError, PromptTooLongError
+from serving.errors import ConfigurationError, EngineUnavailableError, InvalidRequestError, PromptTooLongError
 from serving.stop_strings import first_stop, held_back
 
 log = logging.getLogger(__name__)
@@ -32,16 +35,21 @@ MIN_REUSED_ROWS = 16
 """Fewer shared rows than this are prefilled again: copying the cache would cost about what it saves."""
 
 
-class TransformersEngine(LLMEngine):
-    """`LLMEngine` over `model` (any `*ForCausalLM`) and its `tokenizer`, run in float32 on the model's device."""
+Precision = Literal["float32", "bfloat16", "int8"]
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
+
+class TransformersEngine(LLMEngine):
+    """`LLMEngine` over `model` (any `*ForCausalLM`) and its `tokenizer` on the model's device, in `precision`
+    (`serving.config.ServingConfig.llm_precision`); bfloat16 and int8 run a copy, `model` stays as it is."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, precision: Precision = "float32"):
         if model.dtype != torch.float32:
             log.info("casting the LLM from %s to float32 for serving", model.dtype)
             model = model.float()
-        self._model: PreTrainedModel | None = model.eval()
-        self._tokenizer = tokenizer
         self._embeddings = model.get_input_embeddings()
+        self._model: PreTrainedModel | None = _in_precision(model.eval(), precision)
+        self._dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self._tokenizer = tokenizer
         self._device = next(model.parameters()).device
         self._max_len: int | None = getattr(model.config, "max_position_embeddings", None)
         self._eos_ids = _eos_token_ids(model, tokenizer)
@@ -82,7 +90,7 @@ class TransformersEngine(LLMEngine):
                 f"context is {self._max_len} tokens; shorten the conversation or lower max_tokens",
                 param="max_tokens",
             )
-        prompt = prompt_embeds.detach().to(self._device, torch.float32)
+        prompt = prompt_embeds.detach().to(self._device, self._dtype)
         return GenerationStream(n_prompt, lambda stream: self._decode(prompt, params, stream), queued=True)
 
     def health(self) -> bool:
@@ -166,6 +174,22 @@ class TransformersEngine(LLMEngine):
         with torch.inference_mode():
             out = self._model(**inputs, use_cache=True)
         return out.logits[0, -1], getattr(out, self._cache_arg)
+
+
+def _in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:
+    """`model` (float32) itself, or a bfloat16 copy, or a copy whose Linear layers are int8 (weights quantised
+    once, activations per call: `torch.ao.quantization.quantize_dynamic`, whose fbgemm kernels are the fast
+    int8 path on a CPU; torchao's replacement runs slower there without torch.compile)."""
+    if precision == "float32":
+        return model
+    if precision == "bfloat16":
+        return copy.deepcopy(model).to(torch.bfloat16)
+    if next(model.parameters()).device.type != "cpu":
+        raise ConfigurationError("llm_precision int8 (dynamic quantisation) runs on the CPU only; use bfloat16 on a GPU")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao's notice pointing to torchao
+        warnings.filterwarnings("ignore", message=".*quantize.*")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
 def _eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

@@ -151,3 +151,32 @@ def test_a_shared_prompt_head_reuses_the_previous_kv_and_keeps_the_reply(tiny_ll
         assert replies[-1] == tokenizer.decode(expected, skip_special_tokens=True), "reuse never changes a reply"
     assert cached == [0, head.shape[0], head.shape[0], 0]  # the last shares too few rows to reuse them
     assert replies[0] == replies[2] != replies[1]
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_faster_precisions_approximate_float32_and_leave_the_model_as_it_was(tiny_llm, precision):
+    """On an LLM at the usual weight scale: the tiny LLM's peaked attention magnifies rounding errors."""
+    from serving.engines.transformers import TransformersEngine
+    from tests.tiny_system import usual_scale_llm
+
+    tokenizer = tiny_llm[1]
+    model = usual_scale_llm(tokenizer)
+    weights = {name: p.clone() for name, p in model.state_dict().items()}
+    exact, fast = TransformersEngine(model, tokenizer), TransformersEngine(model, tokenizer, precision=precision)
+    prompt = exact.embed_tokens(_chat_ids(tokenizer, "I liked the movie Inception, can you recommend something?"))
+    assert torch.equal(fast.embed_tokens(range(20)), exact.embed_tokens(range(20)))
+    logits = [engine._forward(inputs_embeds=prompt[None].to(engine._dtype))[0].float() for engine in (exact, fast)]
+    assert 0 < (logits[1] - logits[0]).norm() / logits[0].norm() < 0.1
+    assert torch.argmax(logits[1]) == torch.argmax(logits[0])
+    assert "".join(fast.generate(prompt, SamplingParams(max_tokens=8)))
+    assert all(torch.equal(p, weights[name]) for name, p in model.state_dict().items())
+    assert all(type(m) is not torch.nn.Linear for m in fast._model.modules()) == (precision == "int8")
+
+
+def test_int8_is_refused_off_the_cpu(tiny_llm, monkeypatch: pytest.MonkeyPatch):
+    from serving.engines import transformers
+    from serving.errors import ConfigurationError
+
+    monkeypatch.setattr(transformers, "next", lambda _: torch.zeros(1, device="meta"), raising=False)
+    with pytest.raises(ConfigurationError, match="CPU only"):
+        transformers.TransformersEngine(*tiny_llm, precision="int8")

@@ -7,7 +7,7 @@ import torch
 
 from serving.dialogue import DialogueState
 from serving.errors import ConfigurationError
-from serving.prompts import INSTRUCTION, build_prompt
+from serving.prompts import EXAMPLE_TURN, INSTRUCTION, build_prompt
 
 
 def test_soft_token_rows_sit_at_their_placeholders(engine, catalogue, soft_table):
@@ -31,7 +31,8 @@ def test_soft_token_rows_sit_at_their_placeholders(engine, catalogue, soft_table
     ids = torch.cdist(text_embeds, vocab).argmin(dim=1).tolist()
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
-    assert "I loved Toy Story, something darker" in text and INSTRUCTION in text
+    assert "User: I loved Toy Story, something darker" in text and INSTRUCTION in text
+    assert text.index(EXAMPLE_TURN[1]) < text.index("Picks:\n1.  ")  # the worked example comes first
     assert "So far: they liked Toy Story (1995); they want something darker." in text
     for n, item in enumerate(picks, start=1):
         assert f"{n}.  {catalogue[item].display_title}" in text
@@ -43,7 +44,15 @@ def test_user_text_cannot_inject_special_tokens(engine, catalogue, soft_table):
     vocab = engine.embed_tokens(range(len(engine.tokenizer)))
     ids = torch.cdist(prompt.embeds, vocab).argmin(dim=1).tolist()
     im_start = engine.tokenizer.convert_tokens_to_ids("<|im_start|>")
-    assert ids.count(im_start) == 3  # system, user, assistant: none from the user
+    assert ids.count(im_start) == 5  # system, example user and reply, user, assistant: none from the user
+
+
+def test_the_user_message_is_cut_to_max_user_tokens(engine, catalogue, soft_table):
+    short = build_prompt(engine, "hi", DialogueState(), [1], catalogue, soft_table)
+    for text in ("🎬" * 1000, "I loved Heat " * 300):
+        assert len(engine.tokenizer(text, add_special_tokens=False)["input_ids"]) > 1000
+        prompt = build_prompt(engine, text, DialogueState(), [1], catalogue, soft_table, max_user_tokens=50)
+        assert short.n_tokens < prompt.n_tokens <= short.n_tokens + 50
 
 
 def test_width_mismatch_is_a_configuration_error(engine, catalogue):
@@ -54,14 +63,19 @@ def test_width_mismatch_is_a_configuration_error(engine, catalogue):
         build_prompt(engine, "hello", DialogueState(), [1], catalogue, narrow)
 
 
-def test_soft_tokens_change_the_reply(engine, catalogue, soft_table):
+def test_soft_tokens_change_what_the_llm_predicts(tiny_llm, catalogue):
+    """Other soft tokens for the same picks change the LLM's next-token logits. On an LLM initialised at the
+    usual scale (std 0.02): the shared tiny LLM's (std 0.5) attention is so peaked that rows this far back get
+    exactly zero weight; the engine contract suite checks that soft tokens change its reply."""
     from ilm_model.soft_tokens import SoftTokenTable
-    from serving.engines.base import SamplingParams
+    from serving.engines.transformers import TransformersEngine
+    from tests.tiny_system import usual_scale_llm
 
-    other = SoftTokenTable(catalogue.ids, -soft_table.tokens)
-    replies = {
-        "".join(engine.generate(build_prompt(engine, "hi", DialogueState(), [1, 2], catalogue, table).embeds,
-                                SamplingParams(max_tokens=12)))
-        for table in (soft_table, other)
-    }
-    assert len(replies) == 2
+    _, tokenizer = tiny_llm
+    model = usual_scale_llm(tokenizer)
+    engine = TransformersEngine(model, tokenizer)
+    tables = [SoftTokenTable(catalogue.ids, 0.02 * torch.randn(len(catalogue), 2, 64)) for _ in range(2)]
+    prompts = [build_prompt(engine, "hi", DialogueState(), [1, 2], catalogue, table) for table in tables]
+    with torch.inference_mode():
+        logits = [model(inputs_embeds=p.embeds[None]).logits[0, -1] for p in prompts]
+    assert (logits[0] - logits[1]).abs().max() > 1e-4
