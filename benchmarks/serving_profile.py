@@ -63,6 +63,7 @@ class TurnProfile(BaseModel):
     prompt_rows: int
     cached_rows: int = Field(0, description="Prompt rows whose KV the engine reused (`cached_tokens`).")
     ttft_ms: float
+    reply: str = Field("", description="The streamed text: the LLM's sentence, then the grounded list.")
 
 
 class ProfileRun(BaseModel):
@@ -144,6 +145,7 @@ def run_turns(url: str, texts: Sequence[tuple[str, bool]], recorder: Recorder) -
         started = time.perf_counter()
         first = None
         usage = None
+        reply = []
         stream = client.chat.completions.create(
             model=MODEL_NAME, messages=[{"role": "user", "content": text}], max_tokens=48, temperature=0,
             stream=True, stream_options={"include_usage": True},
@@ -152,13 +154,15 @@ def run_turns(url: str, texts: Sequence[tuple[str, bool]], recorder: Recorder) -
         for chunk in stream:
             session_id = chunk.model_extra.get("session_id", session_id)
             usage = chunk.usage or usage
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - started
+            if chunk.choices and chunk.choices[0].delta.content:
+                reply.append(chunk.choices[0].delta.content)
+                if first is None:
+                    first = time.perf_counter() - started
         assert first is not None and usage is not None, "the stream carried no text or no usage"
         profiles.append(TurnProfile(
             text=text, stages_ms={k: round(v, 2) for k, v in recorder.ms.items()},
             decode_steps=recorder.calls["decode step"], prompt_rows=usage.prompt_tokens, ttft_ms=1000 * first,
-            cached_rows=getattr(usage.prompt_tokens_details, "cached_tokens", 0) or 0,
+            cached_rows=getattr(usage.prompt_tokens_details, "cached_tokens", 0) or 0, reply="".join(reply),
         ))
     return profiles
 
@@ -199,9 +203,9 @@ def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
     lines = [
         "# Where the time to first token goes: one streamed turn through the API, by stage",
         "",
-        "Transformers engine, SmolLM2-135M fp32, trained artefacts, 1 session, turns one at a time "
-        "(`benchmarks/serving_profile.py`). Median ms per turn over each run's turns; `prefill` and the stages "
-        "above it are on the way to the first token, `decode step` is per token.",
+        "Transformers engine, SmolLM2-135M (float32 unless the label says otherwise), trained artefacts, 1 session, "
+        "turns one at a time (`benchmarks/serving_profile.py`). Median ms per turn over each run's turns; `prefill` "
+        "and the stages above it are on the way to the first token, `decode step` is per token.",
         "",
     ]
     for run in runs:
@@ -218,6 +222,13 @@ def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
                                                        for r in runs) + " |")
     lines.append("| TTFT p95 | " + " | ".join(
         f"{sorted(t.ttft_ms for t in r.turns)[max(0, round(0.95 * len(r.turns)) - 1)]:.0f}" for r in runs) + " |")
+    recorded = [r for r in runs if any(t.reply for t in r.turns)]
+    if recorded:
+        lines += ["", "The LLM's sentence of each turn (the reply's first line; `Here are a few picks you might "
+                  "enjoy:` is the fixed sentence shown when the LLM's was dropped as a fragment):"]
+    for run in recorded:
+        lines += ["", f"**{run.label}**", ""]
+        lines += [f"- {t.text}: {t.reply.splitlines()[0] if t.reply else ''}" for t in run.turns]
     md_path.write_text("\n".join(lines) + "\n")
     return json_path, md_path
 
