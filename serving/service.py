@@ -488,7 +488,7 @@ class ChatService:
         parts: list[str] = []
         liked = [self.catalogue[i] for i in state.liked if i in self.catalogue and i != movie.item_id]
         if liked:
-            best = max(liked, key=lambda m: len(set(m.genres) & set(genres)))
+            best = max(liked, key=lambda m: _genre_overlap(m, genres))
             shared = [g for g in genres if g in best.genres]
             if shared:
                 parts.append(f"shares {_join(shared[:3])} with {best.display_title}")
@@ -504,11 +504,18 @@ class ChatService:
         if (state.year_min or state.year_max) and movie.year:
             parts.append(f"from {movie.year} ({year_range_text(state)})")
         if not parts and liked:  # no metadata in common: the session vector (collaborative filtering) chose it
-            parts.append(f"people who liked {liked[0].display_title} liked it too")
+            parts.append(f"people who liked {_join([m.display_title for m in liked[:2]])} liked it too")
         if not parts:
             parts.append(f"a popular {genres[0]} pick" if genres else "a popular pick")
         text = "; ".join(parts)
         return text[0].upper() + text[1:]
+
+
+def _genre_overlap(liked: Movie, genres: Sequence[str]) -> tuple[int, float]:
+    """How many genres a liked movie shares with a pick's, then their Jaccard similarity, so that of two liked
+    movies sharing as many genres the closer one is cited (not always the first-named)."""
+    shared, union = set(liked.genres) & set(genres), set(liked.genres) | set(genres)
+    return len(shared), len(shared) / len(union) if union else 0.0
 
 
 def _check_session_id(session_id: str) -> None:

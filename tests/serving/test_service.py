@@ -235,3 +235,28 @@ def test_a_pick_sharing_no_genre_with_the_liked_movies_is_credited_to_them_not_t
     assert reason == f"People who liked {liked.display_title} liked it too"
     (cold,) = [r.reason for r in service.describe([other.item_id], DialogueState())]
     assert cold.startswith("A popular")
+
+
+def test_of_two_liked_movies_sharing_as_many_genres_the_closer_one_is_cited(service, catalogue):
+    def overlap(a, b):
+        shared, union = set(a.genres) & set(b.genres), set(a.genres) | set(b.genres)
+        return len(shared), len(shared) / len(union)
+
+    movies = [m for m in catalogue if m.genres]
+    cases = [(first, second, pick) for first in movies for second in movies for pick in movies
+             if len({first.item_id, second.item_id, pick.item_id}) == 3
+             and overlap(pick, first)[0] == overlap(pick, second)[0] > 0
+             and overlap(pick, second)[1] > overlap(pick, first)[1]]
+    assert cases, "the synthetic catalogue should hold such a triple"
+    first, second, pick = cases[0]
+    state = DialogueState(liked=[first.item_id, second.item_id], mentioned=[first.item_id, second.item_id])
+    (reason,) = [r.reason for r in service.describe([pick.item_id], state)]
+    assert f"with {second.display_title}" in reason and first.display_title not in reason
+
+
+def test_the_collaborative_reason_names_the_liked_movies(service, catalogue):
+    liked = [m for m in catalogue if m.genres and "Drama" in m.genres][:2]
+    other = next(m for m in catalogue if m.genres and not set(m.genres) & (set(liked[0].genres) | set(liked[1].genres)))
+    state = DialogueState(liked=[m.item_id for m in liked], mentioned=[m.item_id for m in liked])
+    (reason,) = [r.reason for r in service.describe([other.item_id], state)]
+    assert reason == f"People who liked {liked[0].display_title} and {liked[1].display_title} liked it too"
