@@ -48,7 +48,7 @@ def convert_bundled(cache_dir: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     gguf = bundled_gguf_path()
-    logger.info("converting %s to safetensors under %s (once; about 35 s)", gguf.name, target)
+    logger.info("converting %s to safetensors under %s (once; under a minute)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config

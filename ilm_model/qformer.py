@@ -173,5 +173,6 @@ class QFormer(nn.Module):
         with torch.no_grad():
             for key, value in mapping.items():
                 own[key].copy_(value)
-        logger.info("Q-Former: copied %d tensors from the text encoder; cross-attention stays random", len(mapping))
+        logger.info("Q-Former: initialised %d tensors from the text encoder; its cross-attention to the CF embedding "
+                    "starts random and is learnt in phase 1", len(mapping))
         return len(mapping)
