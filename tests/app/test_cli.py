@@ -64,7 +64,7 @@ def test_train_retrieval_prints_its_metrics_only(movielens_dir, tmp_path, capsys
     assert code == 0
     shown = capsys.readouterr().out
     assert "Retrieval, held-out users" in shown and "popularity" in shown
-    assert "ILM:" not in shown
+    assert "ILM (Q-Former" not in shown
 
 
 def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys):
@@ -81,3 +81,18 @@ def test_invalid_settings_are_one_line_naming_the_field(monkeypatch, capsys):
     assert main(["config", "show"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "server.port:" in err and "_Settings" not in err and "errors.pydantic.dev" not in err
+
+
+def test_the_ilm_metrics_are_shown_with_what_they_measure():
+    from rich.console import Console
+
+    from app.commands import ilm_table
+
+    metrics = {"itc_recall@10_heldout": 0.0067, "itc_recall@10_chance": 0.001, "title_accuracy_heldout": 0.0,
+               "genre_f1_heldout": 0.4153, "phase1_seconds": 127.1, "phase2_seconds": 288.6, "n_items": 9742}
+    console = Console(width=200, record=True)
+    console.print(ilm_table(metrics))
+    text = console.export_text()
+    assert "0.0067" in text and "chance" in text and "0.4153" in text
+    assert "near 0 for SmolLM2-135M" in text and "phase 1 127 s, phase 2 289 s" in text
+    assert "n_items" not in text
