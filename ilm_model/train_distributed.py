@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,8 +40,7 @@ from ilm_model.interactions import Interactions
 from ilm_model.llm_loading import BUNDLED, load_frozen_llm
 from ilm_model.train import ILMTrainResult, train_ilm
 from retrieval.data import DEFAULT_CACHE_DIR, implicit_positives, load_movielens
-from retrieval.device import replica_device
-from retrieval.distributed import Replicas, main_first, process_group, threads_per_replica
+from retrieval.distributed import Replicas, main_first, process_group, torchrun_replica
 from retrieval.errors import RetrievalError
 from retrieval.recommender import TwoTowerRecommender
 
@@ -58,15 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: --config: {exc}", file=sys.stderr)
         return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    torch.set_num_threads(args.threads or threads_per_replica(world))
     try:
-        device = replica_device(args.device, world)
+        device, world, rank = torchrun_replica(args.device, args.threads)
     except ValueError as exc:
         print(f"error: --device: {exc}", file=sys.stderr)
         return 2
     try:
-        with process_group(device, world, int(os.environ.get("RANK", "0")), args.init_method) as replicas:
+        with process_group(device, world, rank, args.init_method) as replicas:
             result = train(args, config, replicas, device)
             if replicas.is_main:
                 result.metrics["world_size"] = replicas.world

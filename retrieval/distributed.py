@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from retrieval.device import replica_device
+
 T = TypeVar("T")
 
 
@@ -85,6 +87,15 @@ class Replicas:
 def threads_per_replica(world: int) -> int:
     """Share the CPUs: max(1, cpu_count // world) intra-op threads per replica."""
     return max(1, (os.cpu_count() or 1) // world)
+
+
+def torchrun_replica(device_setting: str, threads: int | None) -> tuple[torch.device, int, int]:
+    """(device, world size, rank) of this process as torchrun started it (WORLD_SIZE and RANK; 1 and 0
+    without torchrun), after setting torch's intra-op threads to `threads` or a fair share of the CPUs.
+    ValueError for a device setting that this world cannot use (`retrieval.device.replica_device`)."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    torch.set_num_threads(threads or threads_per_replica(world))
+    return replica_device(device_setting, world), world, rank
 
 
 def backend_for(device: torch.device | str) -> str:

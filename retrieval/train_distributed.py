@@ -21,18 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from pydantic import ValidationError
 
 from retrieval.config import RetrievalConfig
 from retrieval.data import load_movielens
-from retrieval.device import replica_device
-from retrieval.distributed import main_first, process_group, threads_per_replica
+from retrieval.distributed import main_first, process_group, torchrun_replica
 from retrieval.errors import RetrievalError
 from retrieval.storage import write_atomic
 from retrieval.train import RetrievalTrainResult, train_retrieval
@@ -45,16 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ValidationError) as exc:
         print(f"error: --set: {_first_line(exc)}", file=sys.stderr)
         return 2
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    torch.set_num_threads(args.threads or threads_per_replica(world))
     try:
-        device = replica_device(args.device, world)
+        device, world, rank = torchrun_replica(args.device, args.threads)
     except ValueError as exc:
         print(f"error: --device: {exc}", file=sys.stderr)
         return 2
     path = Path(args.data_path) if args.data_path else None
     try:
-        with process_group(device, world, int(os.environ.get("RANK", "0")), args.init_method) as replicas:
+        with process_group(device, world, rank, args.init_method) as replicas:
             data = main_first(replicas, lambda: load_movielens(args.dataset, path=path))
             checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else None
             result = train_retrieval(

@@ -82,3 +82,19 @@ def _load_after_rank_zero(rank: int, rendezvous: str, marker: str) -> None:
 def test_main_first_lets_rank_zero_finish_before_the_others_start(tmp_path):
     args = (f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "marker"))
     mp.start_processes(_load_after_rank_zero, args=args, nprocs=2, join=True, start_method="spawn")
+
+
+def test_torchrun_replica_reads_the_world_and_shares_the_cpus(monkeypatch: pytest.MonkeyPatch):
+    from retrieval.distributed import torchrun_replica
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    try:
+        assert torchrun_replica("cpu", None) == (torch.device("cpu"), 2, 1)
+        assert torch.get_num_threads() == threads_per_replica(2)
+        assert torchrun_replica("auto", 3)[1:] == (2, 1) and torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match="device must be"):
+            torchrun_replica("gpu", None)
+    finally:
+        torch.set_num_threads(threads)
