@@ -3,7 +3,8 @@
 Every catalogue title gives a few *aliases* (normalised word sequences): the title as written, with
 MovieLens's moved article put back in front ("Lion King, The" -> "the lion king") and without it ("lion
 king"), each alternate title in parentheses ("Se7en (a.k.a. Seven)" -> "se7en", "seven"), and the part before
-a colon ("Terminator 2: Judgment Day" -> "terminator 2"). Normalising lower-cases, strips accents and
+a colon ("Terminator 2: Judgment Day" -> "terminator 2") and the part before a last " - " ("Avengers: Infinity War -
+Part I" -> "avengers infinity war"). Normalising lower-cases, strips accents and
 apostrophes and keeps letters and digits, so "Amélie" == "amelie" and "Schindler's" == "schindlers".
 
 Matching runs over word n-grams of the message: an exact alias look-up first, then rapidfuzz `ratio` against
@@ -30,7 +31,7 @@ A fuzzy match never ends on "one"/"ones" unless the title does: "the last one" p
 it is no typo of "The Last Song".
 Weak aliases match fuzzily only when they are long (`MIN_WEAK_FUZZY_CHARS`, "interstelar") and still need a
 signal. A bare number ("2001", "1941") is weak too, and a year written right before a title is its year
-("the 2001 Planet of the Apes"), not a title. So "set up a movie night" links nothing.
+("the 2001 Planet of the Apes"), as is one right after it ("Inception (2010)"), not a title. So "set up a movie night" links nothing.
 
 `unrecognised` finds what looks like a title but links to nothing (a quoted span, or capitalised words after
 "loved", "seen", ...), so the reply can say it does not know that movie.
@@ -233,7 +234,7 @@ class TitleLinker:
             changed = False
             for cand in list(weak_pending):
                 if (not taken[cand.first : cand.last].any() and _listed_next_to(tokens, cand, chosen)
-                        and not _year_of_next(tokens, cand, chosen) and not _everyday(cand.key)):
+                        and not _year_of_neighbour(text, tokens, cand, chosen) and not _everyday(cand.key)):
                     chosen.append(cand)
                     taken[cand.first : cand.last] = True
                     weak_pending.remove(cand)
@@ -339,6 +340,9 @@ def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:
         head, colon, _ = name.partition(":")
         if colon and head.strip():
             variants.append((head, 1))
+        before_part, dash, _ = name.rpartition(" - ")
+        if dash and before_part.strip():  # "Avengers: Infinity War - Part I" is "Avengers: Infinity War" in chat
+            variants.append((before_part, 1))
         for variant, rank in variants:
             words = tuple(t.norm for t in tokenise(variant))
             if not words:
@@ -425,9 +429,15 @@ def _has_signal(text: str, tokens: list[_Token], cand: _Candidate) -> bool:
     return False
 
 
-def _year_of_next(tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:
-    """A year-like number right before an accepted mention: that mention's year ("the 2001 Planet of ...")."""
-    return bool(_YEAR_WORD.match(" ".join(cand.key))) and any(other.first == cand.last for other in chosen)
+def _year_of_neighbour(text: str, tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:
+    """A year-like number right before an accepted mention ("the 2001 Planet of ...") or right after one, maybe
+    in parentheses ("Inception (2010)", "inception 2010"): that mention's year, not a title."""
+    if not _YEAR_WORD.match(" ".join(cand.key)):
+        return False
+    start = tokens[cand.first].start
+    return any(other.first == cand.last
+               or (other.last == cand.first and re.fullmatch(r"\s*\(?\s*", text[tokens[other.last - 1].end : start]))
+               for other in chosen)
 
 
 def _listed_next_to(tokens: list[_Token], cand: _Candidate, chosen: list[_Candidate]) -> bool:

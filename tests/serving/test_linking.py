@@ -189,3 +189,20 @@ def test_displayed_titles_resolve_exactly_and_by_popularity():
     assert linker.displayed("Emma (1996)") == 20, "the more popular of two movies shown alike"
     assert linker.displayed(" Star Wars: Episode IV - A New Hope (1977)") == 30
     assert linker.displayed("Star Wars") is None
+
+
+def test_a_year_after_a_title_is_its_year_and_a_dash_part_is_optional():
+    linker = TitleLinker(Catalogue([
+        Movie(item_id=1, title="Inception", year=2010, genres=["Sci-Fi"]),
+        Movie(item_id=2, title="2010: The Year We Make Contact", year=1984, genres=["Sci-Fi"]),
+        Movie(item_id=3, title="Avengers: Infinity War - Part I", year=2018, genres=["Action"]),
+        Movie(item_id=4, title="Avengers, The", year=2012, genres=["Action"]),
+        Movie(item_id=5, title="Infinity", year=1996, genres=["Drama"]),
+        Movie(item_id=6, title="War, The", year=1994, genres=["Drama"]),
+        Movie(item_id=7, title="Heat", year=1995, genres=["Crime"]),
+    ]))
+    assert titles(linker, "Have you seen Inception (2010)?") == ["Inception"]
+    assert titles(linker, "inception 2010 and heat") == ["Inception", "Heat"]
+    assert titles(linker, "Heat, 2010 and Inception") == ["Heat", "2010: The Year We Make Contact", "Inception"], \
+        "a number listed on its own is still a title"
+    assert titles(linker, "I loved Avengers: Infinity War (2018)") == ["Avengers: Infinity War - Part I"]
