@@ -14,7 +14,8 @@ movies share the alias, a year written right after it ("Heat (1995)", "heat 1995
 the others are kept as the mention's `alternatives` so the reply can ask.
 
 **False positives on everyday words.** An alias whose core (after a leading article) is a single alphabetic
-word, such as "Up", "Heat", "Alien" or "(The) Shining", is *weak*: it is accepted only with a clear signal:
+word, such as "Up", "Heat", "Alien" or "(The) Shining", or a word followed by "movie" or "film" ("Scary
+Movie", "A Goofy Movie"), is *weak*: it is accepted only with a clear signal:
   1. it is quoted or emphasised: "Up", 'Up', *Up*;
   2. it is capitalised and not the first word of a sentence: "I loved Heat";
   3. a year follows it: "heat (1995)";
@@ -93,6 +94,7 @@ VERDICTS = frozenset(
     "terrible awful boring bad overrated meh disappointing annoying dull weird ok okay fine".split()
 )
 TITLE_CUES = frozenset("loved love liked like enjoyed adore adored watched saw seen about called titled".split())
+GENERIC_NOUNS = frozenset("movie movies film films".split())
 SMALL_WORDS = frozenset("of the a an and in on to for with at from by vs".split())
 _YEAR_WORD = re.compile(r"^(?:18|19|20)\d\d$")
 _YEAR_BEFORE = re.compile(r"\b((?:18|19|20)\d\d)(?:'s)?\s+$")
@@ -354,10 +356,11 @@ def _alias_keys(title: str) -> list[tuple[tuple[str, ...], int]]:
 
 
 def _is_weak(key: tuple[str, ...]) -> bool:
-    """A single alphabetic word or number, maybe after an article, or only everyday words: what chat text
-    contains by accident."""
+    """A single alphabetic word or number, maybe after an article, only everyday words, or a word then "movie"
+    ("Scary Movie", "A Goofy Movie"): what chat text contains by accident ("a scary movie")."""
     core = key[1:] if len(key) > 1 and key[0] in ARTICLES else key
-    return (len(core) == 1 and (core[0].isalpha() or core[0].isdigit())) or _everyday(key)
+    return ((len(core) == 1 and (core[0].isalpha() or core[0].isdigit())) or _everyday(key)
+            or (len(core) == 2 and core[1] in GENERIC_NOUNS))
 
 
 def _everyday(key: tuple[str, ...]) -> bool:

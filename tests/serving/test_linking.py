@@ -206,3 +206,18 @@ def test_a_year_after_a_title_is_its_year_and_a_dash_part_is_optional():
     assert titles(linker, "Heat, 2010 and Inception") == ["Heat", "2010: The Year We Make Contact", "Inception"], \
         "a number listed on its own is still a title"
     assert titles(linker, "I loved Avengers: Infinity War (2018)") == ["Avengers: Infinity War - Part I"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("I want a scary movie for tonight", []),
+    ("any goofy movie for the kids?", []),
+    ("I loved Scary Movie", ["Scary Movie"]),
+    ("scary movie (2000) was hilarious", ["Scary Movie"]),
+    ('what about "a goofy movie"?', ["Goofy Movie, A"]),
+])
+def test_a_word_then_movie_needs_a_signal(text, expected):
+    linker = TitleLinker(Catalogue([
+        Movie(item_id=1, title="Scary Movie", year=2000, genres=["Comedy"]),
+        Movie(item_id=2, title="Goofy Movie, A", year=1995, genres=["Animation"]),
+    ]))
+    assert titles(linker, text) == expected
