@@ -35,7 +35,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.seed is not None and args.command != "eval":  # eval's --seed seeds the harness, not training
         for section in ("retrieval", "ilm"):
             nested.setdefault(section, {})["seed"] = args.seed
-    for name in ("cache_dir", "llm"):
+    for name in ("cache_dir", "llm", "conversation_logs"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value
@@ -55,6 +55,13 @@ def _add_common(parser: argparse.ArgumentParser, seed_help: str = "seed of retri
 def _add_server(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 only inside a container)")
     parser.add_argument("--port", type=int, help="port for the UI (/ui/) and the API (/v1), default 8000")
+    _add_conversation_logs(parser)
+
+
+def _add_conversation_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conversation-logs", type=Path, nargs="+", metavar="JSONL",
+                        help="CRSLab-style logged conversations (ReDial/INSPIRED format) the ranking learns what "
+                        "people ask for from (the conversation prior)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="chat in the terminal with the trained system")
     _add_common(chat)
+    _add_conversation_logs(chat)
 
     evaluate = sub.add_parser("eval", help="replay logged conversations (ReDial, INSPIRED, our log) and report")
     _add_common(evaluate, seed_help="seeds the turn samples and the systems (the artefacts are trained as configured)")

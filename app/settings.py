@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     session_log: Path | None = Field(
         None, description="Append-only JSONL log of every served turn; default <cache_dir>/logs/sessions.jsonl."
     )
+    conversation_logs: list[Path] = Field(
+        default_factory=list, description="CRSLab-style JSONL files of logged conversations (ReDial or INSPIRED "
+        "format, entity2id.json beside each) that teach the ranking what people ask for (the conversation prior, "
+        "`serving.ranking.prior_weight`); none by default. Keep the dialogues you evaluate on out of them.",
+    )
     data: DataSettings = Field(default_factory=DataSettings)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     ilm: ILMConfig = Field(default_factory=ILMConfig)
@@ -79,6 +84,14 @@ class Settings(BaseSettings):
     @classmethod
     def _cache_is_a_folder(cls, path: Path) -> Path:
         return output_folder(path)
+
+    @field_validator("conversation_logs")
+    @classmethod
+    def _logs_exist(cls, paths: list[Path]) -> list[Path]:
+        try:
+            return [existing_file(p, "conversation log") for p in paths]
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("session_log")
     @classmethod

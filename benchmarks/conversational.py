@@ -1,16 +1,22 @@
 """Conversational benchmark: the evaluation harness on ReDial test-dev and INSPIRED test, ML-latest-small catalogue.
 
     .venv/bin/python -m benchmarks.conversational [--limit N] [--llm-limit N] [--systems popularity,...] [--seed 0]
+        [--prior-from-tune]
 
 Trains (or loads from the artefact cache) what the systems need through `app.pipeline.prepare`, runs
 `app.evaluation.command.evaluate_command`, and writes `benchmarks/results/conversational.json` (every figure)
 and `benchmarks/results/conversational.md` (the report, headed by the command that made it); plots, HTML and
 the entity mappings go to `benchmarks/results/conversational/`. Needs `../shared/data` (the team's machines).
+
+`--prior-from-tune` evaluates ReDial on the report split of `benchmarks.dialogue_ranking` only and gives the
+chat service (the `dialogue` system) the conversation prior learned from the tune split's dialogues, through
+the product's own `conversation_logs` setting (both splits are written as CRSLab files beside the report).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -20,6 +26,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def split_redial(redial: Path, movielens: Path, folder: Path) -> tuple[Path, Path]:
+    """(report, tune): the ReDial file's rows of each `benchmarks.dialogue_ranking` split as CRSLab files in
+    `folder`, with the entity map beside them."""
+    from app.evaluation.importers import import_crs, popularity_counts
+    from retrieval.storage import write_atomic
+    from benchmarks.dialogue_ranking import split_dialogues
+    from retrieval.data import load_movielens
+
+    data = load_movielens("ml-latest-small", path=movielens, download=False)
+    counts = popularity_counts(data.catalogue, data.ratings["item_id"].to_numpy())
+    turns = [t for t in import_crs("redial", redial, data.catalogue, counts).dataset.turns if t.targets]
+    tune, report = split_dialogues([t.dialogue_id for t in turns])
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(redial.parent / "entity2id.json", folder / "entity2id.json")
+    lines = [line for line in redial.read_text().splitlines() if line.strip()]
+    paths = []
+    for name, wanted in (("report", report), ("tune", tune)):
+        chosen = [line for line in lines if str(json.loads(line).get("dialog_id")) in wanted]
+        path = folder / f"{name}.jsonl"
+        write_atomic(path, ("\n".join(chosen) + "\n").encode())
+        paths.append(path)
+    return paths[0], paths[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="an ilmrec settings YAML (as for `ilmrec train`)")
     parser.add_argument("--artefacts", type=Path, help="a finished artefact folder to evaluate instead of prepare()")
     parser.add_argument("--system-config", type=Path, help="YAML/JSON of per-system settings (as for `ilmrec eval`)")
+    parser.add_argument("--prior-from-tune", action="store_true",
+                        help="ReDial report split only; the chat service learns its conversation prior from the tune split")
     parser.add_argument("--torch-threads", type=int,
                         help="torch intra-op threads; 1 is several times faster on a machine shared with other jobs")
     args = parser.parse_args(argv)
@@ -55,8 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"missing {', '.join(map(str, missing))}: this benchmark needs ../shared/data", file=sys.stderr)
         return 2
 
-    settings = load_settings(args.config, data={"dataset": "ml-latest-small", "path": movielens, "download": False})
     out = RESULTS / "conversational"
+    conversation_logs: list[Path] = []
+    if args.prior_from_tune:
+        redial, tune_file = split_redial(redial, movielens, out / "redial_split")
+        conversation_logs = [tune_file]
+    settings = load_settings(args.config, data={"dataset": "ml-latest-small", "path": movielens, "download": False},
+                             conversation_logs=conversation_logs)
     options = EvalOptions(
         redial=redial,
         inspired=inspired,

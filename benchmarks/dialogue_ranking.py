@@ -12,6 +12,12 @@ fused as z(rank score) + w z(LLM score) ("only": the LLM order alone; "calibrate
 title's prior with the history slot left empty, `LLMReranker.prior_scores`); the LLM is loaded as serving loads it
 (`ilm_model.llm_loading.load_frozen_llm` with the app settings' `llm` and cache, e.g. ILMREC_CACHE_DIR).
 
+Variants with a "prior" weight add the conversation prior (`serving.conversation_prior`: in how many dialogues
+each movie is mentioned or recommended, smoothed towards rating popularity) learned from dialogues the scored
+turns are not in: on the report split, the whole tune split; on the tune split, cross-fitted (its dialogues
+halved with seed `TUNE_SEED`; each half's turns get the prior of the other half, so a prior from half as many
+dialogues as the report split gets).
+
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
 form the *tune* split, on which fusion weights may be chosen; the rest is the *report* split, the only one
 whose numbers are quoted. Writes benchmarks/results/<out-stem>.{json,md}, by default dialogue_ranking_<split>.
@@ -40,6 +46,9 @@ KS = (1, 5, 10, 20, 50)
 RERANK_N = 20
 BEST = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25}  # the tuned cf-only+asst1+pop0.25
 
+PRIOR = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0, "prior_weight": 4.0,
+         "prior_strength": 50.0, "prior": True}  # the tuned cf-only+asst1+prior4.0+a50.0
+
 VARIANTS: dict[str, dict[str, Any]] = {
     # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight,
     # "calibrated": its LLM score minus the title's prior
@@ -57,6 +66,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cf-only+asst1+pop0.25+pmi2": {**BEST, "llm": 2.0, "calibrated": True},
     "cf-only+asst1+pop0.25+pmi-only": {**BEST, "llm": "only", "calibrated": True},
     "text-only": {"cf_weight": 0.0, "text_weight": 1.0, "popularity_weight": 0.0},
+    **{f"cf-only+asst1+prior{w}+a{a}": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0,
+                                        "prior_weight": w, "prior_strength": a, "prior": True}
+       for w in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0) for a in (10.0, 50.0, 200.0)},
+    **{f"prior4+{name}": {**PRIOR, **change} for name, change in (
+        ("div0", {"diversity": 0.0}), ("div0.003", {"diversity": 0.003}), ("div0.01", {"diversity": 0.01}),
+        ("div0.03", {"diversity": 0.03}), ("div0.1", {"diversity": 0.1}), ("inc0.25", {"include_boost": 0.25}), ("inc0", {"include_boost": 0.0}),
+        ("mood0", {"mood_boost": 0.0}), ("asst0", {"recommended_weight": 0.0}),
+        ("neutral1", {"neutral_weight": 1.0}), ("inc0+mood0+div0", {"include_boost": 0.0, "mood_boost": 0.0,
+                                                                    "diversity": 0.0}))},
+    "prior-only+a50": {"text": False, "cf_weight": 0.0, "popularity_weight": 0.0, "prior_weight": 1.0,
+                       "prior_strength": 50.0, "prior": True},
+    **{f"cf-only+asst1+pop0.25+prior{w}+a50": {**BEST, "prior_weight": w, "prior_strength": 50.0, "prior": True}
+       for w in (1.0, 2.0)},
     "fused-1:1": {"text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:0.5": {"text_weight": 0.5, "popularity_weight": 0.0},
     "fused-1:0.25": {"text_weight": 0.25, "popularity_weight": 0.0},
@@ -81,6 +103,17 @@ def split_dialogues(dialogue_ids: Sequence[str]) -> tuple[set[str], set[str]]:
     return tune, set(ids) - tune
 
 
+def prior_folds(dialogue_ids: set[str], split: str, tune: set[str]) -> dict[str, set[str]]:
+    """For each scored dialogue id, the dialogues its conversation prior is learned from (see the module doc)."""
+    if split == "report":
+        return {d: tune for d in dialogue_ids}
+    ids = sorted(dialogue_ids)
+    order = np.random.default_rng(TUNE_SEED).permutation(len(ids))
+    first = {ids[i] for i in order[: len(ids) // 2]}
+    second = set(ids) - first
+    return {d: second if d in first else first for d in ids}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artefacts", type=Path, required=True, help="an artefact folder (retrieval finished; "
@@ -95,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
 
+    from app.conversation_logs import dialogue_items
     from app.evaluation.importers import import_crs, popularity_counts
     from app.evaluation.replay import run_evaluation
     from app.evaluation.systems import System, SystemContext, SystemOutput
@@ -102,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from retrieval.data import load_movielens
     from retrieval.recommender import TwoTowerRecommender
     from serving.config import RankingConfig
-    from serving.dialogue import candidates, read_history
+    from serving.conversation_prior import dialogue_counts, smoothed_log_prior
+    from serving.dialogue import CatalogueArrays, candidates, read_history
     from serving.linking import TitleLinker
     from serving.llm_rerank import LLM_ONLY, fuse
 
@@ -156,13 +191,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = load_movielens("ml-latest-small", path=movielens, download=False)
     counts = popularity_counts(catalogue, data.ratings["item_id"].to_numpy())
-    turns = [t for t in import_crs("redial", redial, catalogue, counts).dataset.turns if t.targets]
+    dataset = import_crs("redial", redial, catalogue, counts).dataset
+    turns = [t for t in dataset.turns if t.targets]
     tune, report = split_dialogues([t.dialogue_id for t in turns])
     wanted = tune if args.split == "tune" else report
+    folds = prior_folds(wanted, args.split, tune)
+    items_of = dialogue_items(dataset)
+    prior_arrays: dict[tuple[frozenset[str], float], CatalogueArrays] = {}
+
+    def arrays_for(dialogue_id: str, strength: float) -> CatalogueArrays:
+        """The catalogue arrays with the conversation prior learned from this dialogue's prior fold."""
+        key = (frozenset(folds[dialogue_id]), strength)
+        if key not in prior_arrays:
+            prior = dialogue_counts((items_of[d] for d in key[0] if d in items_of), catalogue)
+            prior_arrays[key] = CatalogueArrays.build(catalogue, popularity,
+                                                      smoothed_log_prior(prior, popularity, strength))
+        return prior_arrays[key]
     turns = [t for t in turns if t.dialogue_id in wanted]
     if args.limit is not None and args.limit < len(turns):
         chosen = np.sort(np.random.default_rng(0).choice(len(turns), args.limit, replace=False))
         turns = [turns[i] for i in chosen]
+
+    plain_arrays = CatalogueArrays.build(catalogue, popularity)
 
     class RankingSystem(System):
         """`ChatService.rank` over `ChatService.read_history`, without the service's LLM and store."""
@@ -173,16 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             llm = overrides.get("llm")
             self.llm = LLM_ONLY if llm == "only" else llm
             self.calibrated = overrides.get("calibrated", False)
+            self.prior = overrides.get("prior", False)
             self.ranking = RankingConfig(**{k: v for k, v in overrides.items()
-                                            if k not in ("text", "llm", "calibrated")})
+                                            if k not in ("text", "llm", "calibrated", "prior")})
 
         def recommend(self, context: SystemContext, k: int) -> SystemOutput:
             state = read_history(((m["role"], m["content"]) for m in context.chat_messages()), linker, catalogue)
             text_scores = None
             if self.text and state.user_texts:
                 text_scores = scorer.scores(" ".join(state.user_texts[-self.ranking.text_turns :]))
-            ids = candidates(state, recommender, catalogue, k, popularity=popularity, config=self.ranking,
-                             text_scores=text_scores)
+            arrays = (arrays_for(context.dialogue_id, self.ranking.prior_strength) if self.prior
+                      else plain_arrays)
+            ids = candidates(state, recommender, catalogue, k, config=self.ranking, text_scores=text_scores,
+                             arrays=arrays)
             if self.llm is not None and state.liked and len(ids) > 1:
                 top = ids[:RERANK_N]
                 ids = [top[p] for p in fuse(llm_scores(state.liked, top, self.calibrated), self.llm)] + ids[RERANK_N:]

@@ -520,16 +520,20 @@ def year_range_text(state: DialogueState) -> str:
 @dataclass(frozen=True, eq=False)
 class CatalogueArrays:
     """What `candidates` filters, boosts and fills up with, as arrays over catalogue rows (row r is
-    `catalogue.movies[r]`). Built once per catalogue and popularity (`ChatService` builds it when it starts),
-    so a turn's ranking is array arithmetic rather than a Python loop over every movie."""
+    `catalogue.movies[r]`). Built once per catalogue, popularity and conversation prior (`ChatService` builds
+    it when it starts), so a turn's ranking is array arithmetic rather than a Python loop over every movie."""
 
     catalogue: Catalogue
     popularity: np.ndarray
     """`[n_items]` float64 (zeros when none was given)."""
     by_popularity: np.ndarray
-    """`[n_items]` rows, most popular first, ties in catalogue order."""
+    """`[n_items]` rows, most popular first (by the conversation prior when there is one), ties in catalogue
+    order: the cold-start order and what fills up a short personalised pool."""
     popularity_z: np.ndarray
     """`[n_items]` z(log(1 + popularity)), the popularity term of `fused_scores`."""
+    prior_z: np.ndarray | None
+    """`[n_items]` z(log p) of the conversation prior (`serving.conversation_prior.smoothed_log_prior`), the
+    prior term of `fused_scores`; None without one."""
     years: np.ndarray
     """`[n_items]` float64 release years, NaN where unknown."""
     genre_names: tuple[str, ...]
@@ -542,19 +546,32 @@ class CatalogueArrays:
     """`[n_items]` rows that sort `catalogue.ids` ascending (for vectorised id -> row)."""
 
     @classmethod
-    def build(cls, catalogue: Catalogue, popularity: np.ndarray | Sequence[float] | None = None) -> CatalogueArrays:
+    def build(
+        cls,
+        catalogue: Catalogue,
+        popularity: np.ndarray | Sequence[float] | None = None,
+        log_prior: np.ndarray | None = None,
+    ) -> CatalogueArrays:
+        """`popularity` `[n_items]` (e.g. rating counts); `log_prior` `[n_items]` finite log-probabilities of
+        what conversations ask for (`serving.conversation_prior`), or None."""
         n = len(catalogue)
         popularity = np.zeros(n) if popularity is None else np.asarray(popularity, dtype=np.float64)
         if popularity.shape != (n,):
             raise ValueError(f"popularity must have one value per catalogue row ({n}), got {popularity.shape}")
+        if log_prior is not None:
+            log_prior = np.asarray(log_prior, dtype=np.float64)
+            if log_prior.shape != (n,) or not np.isfinite(log_prior).all():
+                raise ValueError(f"log_prior must be {n} finite values, one per catalogue row")
         names = tuple(catalogue.genres())
         column = {g: j for j, g in enumerate(names)}
         genres = np.zeros((n, len(names)), dtype=bool)
         for r, movie in enumerate(catalogue):
             genres[r, [column[g] for g in movie.genres]] = True
         return cls(
-            catalogue=catalogue, popularity=popularity, by_popularity=np.argsort(-popularity, kind="stable"),
+            catalogue=catalogue, popularity=popularity,
+            by_popularity=np.argsort(-(popularity if log_prior is None else log_prior), kind="stable"),
             popularity_z=_standardise(np.log1p(np.maximum(popularity, 0.0))),
+            prior_z=None if log_prior is None else _standardise(log_prior),
             years=np.array([np.nan if m.year is None else m.year for m in catalogue], dtype=np.float64),
             genre_names=names, genres=genres, genre_words=_bit_words(genres),
             _id_order=np.argsort(catalogue.ids, kind="stable"),
@@ -660,10 +677,11 @@ def fused_scores(
     """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items and text scores:
 
         s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
+            + prior_weight * z(log p_prior)
 
     cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
-    Popularity is `arrays.popularity`.
+    Popularity is `arrays.popularity`; the prior term is there only when `arrays` has a conversation prior.
     """
     catalogue = arrays.catalogue
     total = np.zeros(len(catalogue))
@@ -687,6 +705,8 @@ def fused_scores(
         return None
     if config.popularity_weight:
         total += config.popularity_weight * arrays.popularity_z
+    if config.prior_weight and arrays.prior_z is not None:
+        total += config.prior_weight * arrays.prior_z
     return total
 
 

@@ -10,19 +10,21 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
 from retrieval.recommender import PopularityRecommender
 from serving.config import RankingConfig
+from serving.conversation_prior import smoothed_log_prior
 from serving.dialogue import MOOD_GENRES, CatalogueArrays, DialogueState, candidates, passes_constraints
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Animation", "Children", "(no genres listed)")
 
 
-def reference_candidates(state, recommender, catalogue, k, popularity, config, text_scores):
+def reference_candidates(state, recommender, catalogue, k, popularity, config, text_scores, log_prior=None):
     """The per-item implementation `candidates` had before it was vectorised (brute force, Python loops)."""
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
     seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
             | set(state.neutral) | set(state.seen) | set(config.deny_list))
-    by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-popularity, kind="stable")]
+    order_by = popularity if log_prior is None else log_prior
+    by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-order_by, kind="stable")]
     pool: list[int] = []
-    fused = reference_fused(state, recommender, catalogue, popularity, config, text_scores, seen)
+    fused = reference_fused(state, recommender, catalogue, popularity, config, text_scores, seen, log_prior)
     if fused is not None:
         order = np.lexsort((np.arange(len(fused)), -fused))
         pool = [i for i in (int(catalogue.ids[r]) for r in order) if i not in seen][: config.pool]
@@ -49,7 +51,7 @@ def reference_candidates(state, recommender, catalogue, k, popularity, config, t
     return chosen
 
 
-def reference_fused(state, recommender, catalogue, popularity, config, text_scores, exclude):
+def reference_fused(state, recommender, catalogue, popularity, config, text_scores, exclude, log_prior=None):
     def z(values):
         finite = np.isfinite(values)
         out = np.zeros_like(values, dtype=np.float64)
@@ -79,6 +81,8 @@ def reference_fused(state, recommender, catalogue, popularity, config, text_scor
         return None
     if config.popularity_weight:
         total += config.popularity_weight * z(np.log1p(np.maximum(popularity, 0.0)))
+    if log_prior is not None:
+        total += config.prior_weight * z(log_prior)
     return total
 
 
@@ -163,6 +167,29 @@ def test_candidates_equal_the_reference_on_random_catalogues(seed, names):
         arrays = CatalogueArrays.build(catalogue, popularity)
         assert candidates(state, recommender, catalogue, k, config=config, text_scores=text, arrays=arrays) == \
             reference_candidates(state, recommender, catalogue, k, popularity, config, text), state
+
+
+def test_candidates_with_a_conversation_prior_equal_the_reference(catalogue, recommender):
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        state, popularity, config, text, k = random_case(rng, catalogue)
+        config = config.model_copy(update={"prior_weight": float(rng.choice([0.0, 1.0, 4.0]))})
+        counts = rng.integers(0, 3, len(catalogue)).astype(float)
+        log_prior = smoothed_log_prior(counts, np.zeros(len(catalogue)) if popularity is None else popularity, 5.0)
+        arrays = CatalogueArrays.build(catalogue, popularity, log_prior)
+        assert candidates(state, recommender, catalogue, k, config=config, text_scores=text, arrays=arrays) == \
+            reference_candidates(state, recommender, catalogue, k, popularity, config, text, log_prior), state
+
+
+def test_cold_start_follows_the_conversation_prior(catalogue, recommender):
+    popularity = np.arange(len(catalogue), dtype=np.float64)
+    counts = np.zeros(len(catalogue))
+    counts[[3, 7]] = [5.0, 9.0]
+    arrays = CatalogueArrays.build(catalogue, popularity, smoothed_log_prior(counts, popularity, 1.0))
+    assert arrays.by_popularity[:2].tolist() == [7, 3], "the most talked-about movies come first"
+    assert arrays.by_popularity[2] == len(catalogue) - 1, "then rating popularity"
+    with pytest.raises(ValueError, match="finite values"):
+        CatalogueArrays.build(catalogue, popularity, np.full(len(catalogue), -np.inf))
 
 
 def test_catalogue_arrays(catalogue):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from serving.api.protocol import ChatMessage
@@ -260,3 +261,22 @@ def test_the_collaborative_reason_names_the_liked_movies(service, catalogue):
     state = DialogueState(liked=[m.item_id for m in liked], mentioned=[m.item_id for m in liked])
     (reason,) = [r.reason for r in service.describe([other.item_id], state)]
     assert reason == f"People who liked {liked[0].display_title} and {liked[1].display_title} liked it too"
+
+
+def test_conversation_counts_lead_cold_start_and_weigh_in_with_likes(catalogue, recommender, soft_table, engine):
+    from serving.config import RankingConfig, ServingConfig
+    from serving.session_store import InMemorySessionStore
+
+    talked_about = [14, 17]  # Memento, Heat (1995)
+    counts = np.zeros(len(catalogue))
+    counts[catalogue.rows(talked_about)] = [30.0, 20.0]
+    config = ServingConfig(reply_max_tokens=4, ranking=RankingConfig(prior_weight=50.0))
+    with_prior = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config,
+                             conversation_counts=counts)
+    plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config)
+    cold = with_prior.chat(None, [user("hi, any ideas?")])
+    cold_ids = [r.item_id for r in cold.recommendations]
+    assert cold_ids[0] == talked_about[0] and talked_about[1] in cold_ids, "genre diversity may move the second"
+    assert not set(talked_about) & {r.item_id for r in plain.chat(None, [user("hi, any ideas?")]).recommendations}
+    liked = with_prior.chat(None, [user("I loved Toy Story")])
+    assert set(talked_about) <= {r.item_id for r in liked.recommendations}, "a heavy prior outweighs the CF"

@@ -1,0 +1,38 @@
+"""The conversation prior's counts from the logged dialogues the settings name (`Settings.conversation_logs`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from app.evaluation.importers import ImportedDataset, import_crs
+from retrieval.catalogue import Catalogue
+from serving.conversation_prior import dialogue_counts
+
+log = logging.getLogger(__name__)
+
+
+def dialogue_items(dataset: ImportedDataset) -> dict[str, set[int]]:
+    """Dialogue id -> the catalogue ids mentioned (by either side) or recommended in that dialogue."""
+    items: dict[str, set[int]] = {}
+    for dialogue in dataset.dialogues:
+        found = items.setdefault(dialogue.dialogue_id, set())
+        for turn in dialogue.turns:
+            found.update(turn.targets, turn.mentioned, (i for u in turn.context for i in u.mentions))
+    return items
+
+
+def logged_dialogue_counts(
+    paths: Sequence[Path], catalogue: Catalogue, popularity: np.ndarray | None = None
+) -> np.ndarray:
+    """`[n_items]` in how many dialogues of the CRSLab-style files `paths` each catalogue movie is mentioned or
+    recommended (linked as the evaluation harness links them; `popularity` breaks title ties)."""
+    dialogues = [found for path in paths
+                 for found in dialogue_items(import_crs(Path(path).stem, path, catalogue, popularity).dataset).values()]
+    counts = dialogue_counts(dialogues, catalogue)
+    log.info("conversation prior: %d dialogues from %s name %d catalogue movies", len(dialogues),
+             ", ".join(str(p) for p in paths), int((counts > 0).sum()))
+    return counts

@@ -1,0 +1,37 @@
+"""The conversation prior's counts from CRSLab files, and the setting that names them."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.conversation_logs import dialogue_items, logged_dialogue_counts
+from app.evaluation.importers import import_crs
+from app.settings import load_settings
+from retrieval.data import load_movielens
+from tests.app.test_evaluation_importers import ROWS, write_crs
+
+
+@pytest.fixture(scope="module")
+def catalogue(movielens_dir):
+    return load_movielens("ml-latest-small", path=movielens_dir, download=False).catalogue
+
+
+def test_dialogue_items_gather_targets_entities_and_linked_mentions(catalogue, tmp_path):
+    dataset = import_crs("toy", write_crs(tmp_path), catalogue).dataset
+    # d1: Toy Story (said and an entity), Lion King and Memento (recommended); Avengers is not in the catalogue.
+    # d2: Inception and Matrix (said), Matrix and Heat (recommended; Heat 1986 is not Heat 1995)
+    assert dialogue_items(dataset) == {"d1": {1, 6, 14}, "d2": {33, 29}}
+
+
+def test_counts_add_up_dialogues_over_files(catalogue, tmp_path):
+    one = write_crs(tmp_path / "one")
+    two = write_crs(tmp_path / "two", rows=ROWS[:1])
+    counts = logged_dialogue_counts([one, two], catalogue)
+    assert {int(catalogue.ids[r]): c for r, c in enumerate(counts) if c} == {1: 2, 6: 2, 14: 1, 33: 1, 29: 1}
+
+
+def test_the_setting_needs_existing_files(tmp_path):
+    with pytest.raises(ValueError, match="conversation log .* does not exist"):
+        load_settings(conversation_logs=[tmp_path / "missing.jsonl"])
+    path = write_crs(tmp_path)
+    assert load_settings(conversation_logs=[path]).conversation_logs == [path.resolve()]

@@ -1,0 +1,46 @@
+"""The conversation prior: dialogue counts and their Dirichlet smoothing, against hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.catalogue import Catalogue, Movie
+from serving.conversation_prior import dialogue_counts, smoothed_log_prior
+
+
+def catalogue(n: int = 4) -> Catalogue:
+    return Catalogue(Movie(item_id=10 * (r + 1), title=f"M{r}", genres=["Drama"]) for r in range(n))
+
+
+def test_each_dialogue_counts_a_movie_once_and_unknown_ids_are_ignored():
+    counts = dialogue_counts([[10, 10, 30], [30, 999], [], [20]], catalogue())
+    assert counts.tolist() == [1.0, 1.0, 2.0, 0.0]
+
+
+def test_smoothed_prior_matches_the_formula():
+    counts, base, a = np.array([3.0, 0.0, 1.0, 0.0]), np.array([1.0, 9.0, 0.0, 4.0]), 5.0
+    q = np.array([2.0, 10.0, 1.0, 5.0]) / 18.0
+    expected = [np.log((counts[i] + a * q[i]) / (4.0 + a)) for i in range(4)]
+    got = smoothed_log_prior(counts, base, a)
+    assert got == pytest.approx(expected)
+    assert np.exp(got).sum() == pytest.approx(1.0)
+
+
+def test_movies_no_dialogue_names_keep_the_base_order_and_more_dialogues_outweigh_it():
+    base = np.array([100.0, 10.0, 1.0, 50.0])
+    few = smoothed_log_prior(np.array([0.0, 0.0, 1.0, 0.0]), base, 50.0)
+    assert few[0] > few[3] > few[1], "unnamed movies ordered by base popularity"
+    assert few[2] < few[0], "one dialogue does not beat the most rated movie at strength 50"
+    many = smoothed_log_prior(np.array([0.0, 0.0, 40.0, 0.0]), base, 50.0)
+    assert many[2] == many.max()
+
+
+@pytest.mark.parametrize(("counts", "base", "strength", "message"), [
+    ([1.0, 2.0], [1.0], 1.0, "equal-length"),
+    ([1.0, 2.0], [1.0, 1.0], 0.0, "strength must be > 0"),
+    ([-1.0, 2.0], [1.0, 1.0], 1.0, "non-negative"),
+])
+def test_bad_input_is_refused(counts, base, strength, message):
+    with pytest.raises(ValueError, match=message):
+        smoothed_log_prior(np.array(counts), np.array(base), strength)
