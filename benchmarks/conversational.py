@@ -10,16 +10,19 @@ the entity mappings go to `benchmarks/results/conversational/`. Needs `../shared
 
 `--prior-from-tune` evaluates ReDial on the report split of `benchmarks.dialogue_ranking` only and gives the
 chat service (the `dialogue` system) the conversation prior learned from the tune split's dialogues, through
-the product's own `conversation_logs` setting (both splits are written as CRSLab files beside the report).
+the product's own `conversation_logs` setting (both splits are written as CRSLab files to a temporary folder:
+the data never goes into the repository).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = RESULTS / "conversational"
     conversation_logs: list[Path] = []
     if args.prior_from_tune:
-        redial, tune_file = split_redial(redial, movielens, out / "redial_split")
+        split_folder = Path(tempfile.mkdtemp(prefix="ilmrec-redial-split-"))
+        atexit.register(shutil.rmtree, split_folder, ignore_errors=True)
+        redial, tune_file = split_redial(redial, movielens, split_folder)
         conversation_logs = [tune_file]
     settings = load_settings(args.config, data={"dataset": "ml-latest-small", "path": movielens, "download": False},
                              conversation_logs=conversation_logs)
