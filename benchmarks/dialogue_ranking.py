@@ -71,7 +71,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
        for w in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0) for a in (10.0, 50.0, 200.0)},
     **{f"prior4+{name}": {**PRIOR, **change} for name, change in (
         ("div0", {"diversity": 0.0}), ("div0.003", {"diversity": 0.003}), ("div0.01", {"diversity": 0.01}),
-        ("div0.03", {"diversity": 0.03}), ("div0.1", {"diversity": 0.1}), ("inc0.25", {"include_boost": 0.25}), ("inc0", {"include_boost": 0.0}),
+        ("div0.03", {"diversity": 0.03}), ("div0.1", {"diversity": 0.1}), ("div0.3", {"diversity": 0.3}), ("inc0.25", {"include_boost": 0.25}), ("inc0", {"include_boost": 0.0}),
         ("mood0", {"mood_boost": 0.0}), ("asst0", {"recommended_weight": 0.0}),
         ("neutral1", {"neutral_weight": 1.0}), ("inc0+mood0+div0", {"include_boost": 0.0, "mood_boost": 0.0,
                                                                     "diversity": 0.0}))},

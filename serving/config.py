@@ -64,7 +64,7 @@ class RankingConfig(BaseModel):
     diversity: float = Field(
         0.03, ge=0.0, description="Cold start only: penalty per unit of genre overlap (Jaccard) with earlier picks "
         "(on a base score of 1 - rank / n_allowed). 0.03 keeps cold-start picks spread over genres; on the ReDial "
-        "tune split with the conversation prior, 0.3 gave Recall@10 0.099, 0.03 0.110 and none 0.121 "
+        "tune split with the conversation prior, 0.3 gave Recall@10 0.099, 0.03 0.112 and none 0.122 "
         "(benchmarks/results/dialogue_ranking_prior_boosts_tune.md).",
     )
 
