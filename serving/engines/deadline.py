@@ -66,16 +66,18 @@ def generate_within(
                         f"the LLM engine did not finish the reply within {timeout_s:g} s; retry shortly"
                     ) from None
                 if item is _END:
+                    stream.usage = inner.usage.model_copy()
                     stream.finish_reason = inner.finish_reason
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield item  # type: ignore[misc]
+                delta, stream.usage = item  # type: ignore[misc]
+                yield delta
         finally:
             stop.set()
 
     bounded = _Bounded(inner.usage.prompt_tokens, produce, stop)
-    bounded.usage = inner.usage  # the engine counts completion tokens into it as it decodes
+    bounded.usage = inner.usage.model_copy()
     return bounded
 
 
@@ -98,7 +100,9 @@ def _pump(inner: GenerationStream, handoff: queue.Queue[object], stop: threading
         for delta in inner:
             if stop.is_set():
                 return
-            handoff.put(delta)
+            # the usage as of this delta: the caller's count stops where it stopped reading, however far
+            # the engine got before it saw the stop (a streamed and a non-streamed reply count alike)
+            handoff.put((delta, inner.usage.model_copy()))
         handoff.put(_END)
     except ServingError as exc:
         handoff.put(exc)

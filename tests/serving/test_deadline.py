@@ -131,3 +131,18 @@ def test_the_api_answers_503_with_retry_after_when_the_engine_is_busy(catalogue,
             "message": "the LLM engine is busy: this reply did not start within 0.3 s; retry shortly",
             "type": "service_unavailable", "param": None, "code": "engine_busy"}
         assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30).status_code == 200
+
+
+def test_usage_counts_what_the_caller_read_not_how_far_the_engine_got(engine):
+    """The worker decodes ahead of the reader; a reply read to its second delta counts the tokens up to
+    there, as a reply generated only that far does (a streamed and a non-streamed reply count alike)."""
+    params = SamplingParams(max_tokens=12)
+    plain = engine.generate(prompt(engine), params)
+    first_two = [next(plain), next(plain)]
+    expected = plain.usage.completion_tokens
+    plain.close()
+    bounded = generate_within(engine, 30.0, prompt(engine), params)
+    assert [next(bounded), next(bounded)] == first_two
+    time.sleep(0.5)  # the worker meanwhile decodes further
+    assert bounded.usage.completion_tokens == expected
+    bounded.close()
