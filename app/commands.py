@@ -65,7 +65,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.service.ChatService
-    from app.conversation_logs import logged_dialogue_counts
+    from app.conversation_logs import logged_dialogue_statistics
     from ilm_model.llm_loading import BUNDLED, convert_bundled
     from serving.engines import create_engine
     from serving.service import ChatService
@@ -75,10 +75,10 @@ def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.servi
 
     model_path = convert_bundled(settings.cache) if settings.llm == BUNDLED else settings.llm
     engine = create_engine(settings.serving, artefacts.llm, artefacts.tokenizer, model_path)
-    conversation_counts = None
+    conversation = None
     if settings.conversation_logs:
-        conversation_counts = logged_dialogue_counts(settings.conversation_logs, artefacts.catalogue,
-                                                     artefacts.recommender.popularity.counts)
+        conversation = logged_dialogue_statistics(settings.conversation_logs, artefacts.catalogue,
+                                                  artefacts.recommender.popularity.counts)
     return ChatService(
         artefacts.catalogue,
         artefacts.recommender,
@@ -86,7 +86,7 @@ def build_service(settings: Settings, artefacts: Artefacts):  # -> serving.servi
         engine,
         open_session_store(settings.session_store),
         settings.serving,
-        conversation_counts=conversation_counts,
+        conversation=conversation,
         text_scorer=ITCTextScorer(artefacts.ilm, artefacts.recommender),
         session_log=SessionLogWriter(settings.session_log or inside(settings.cache, "logs", "sessions.jsonl")),
         model_id=settings.llm,

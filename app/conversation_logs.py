@@ -1,4 +1,4 @@
-"""The conversation prior's counts from the logged dialogues the settings name (`Settings.conversation_logs`)."""
+"""The conversation prior's statistics from the logged dialogues the settings name (`Settings.conversation_logs`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from app.evaluation.importers import ImportedDataset, import_crs
 from retrieval.catalogue import Catalogue
-from serving.conversation_prior import dialogue_counts
+from serving.conversation_prior import DialogueStatistics, dialogue_statistics
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,14 @@ def dialogue_items(dataset: ImportedDataset) -> dict[str, set[int]]:
     return items
 
 
-def logged_dialogue_counts(
+def logged_dialogue_statistics(
     paths: Sequence[Path], catalogue: Catalogue, popularity: np.ndarray | None = None
-) -> np.ndarray:
-    """`[n_items]` in how many dialogues of the CRSLab-style files `paths` each catalogue movie is mentioned or
-    recommended (linked as the evaluation harness links them; `popularity` breaks title ties)."""
+) -> DialogueStatistics:
+    """In how many dialogues of the CRSLab-style files `paths` each catalogue movie, and each pair, is mentioned
+    or recommended (linked as the evaluation harness links them; `popularity` breaks title ties)."""
     dialogues = [found for path in paths
                  for found in dialogue_items(import_crs(Path(path).stem, path, catalogue, popularity).dataset).values()]
-    counts = dialogue_counts(dialogues, catalogue)
+    statistics = dialogue_statistics(dialogues, catalogue)
     log.info("conversation prior: %d dialogues from %s name %d catalogue movies", len(dialogues),
-             ", ".join(str(p) for p in paths), int((counts > 0).sum()))
-    return counts
+             ", ".join(str(p) for p in paths), int((statistics.counts > 0).sum()))
+    return statistics

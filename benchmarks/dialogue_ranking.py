@@ -13,7 +13,8 @@ title's prior with the history slot left empty, `LLMReranker.prior_scores`); the
 (`ilm_model.llm_loading.load_frozen_llm` with the app settings' `llm` and cache, e.g. ILMREC_CACHE_DIR).
 
 Variants with a "prior" weight add the conversation prior (`serving.conversation_prior`: in how many dialogues
-each movie is mentioned or recommended, smoothed towards rating popularity) learned from dialogues the scored
+each movie is mentioned or recommended, smoothed towards rating popularity, and, with a co_mention_weight, how
+often each movie came up beside the folded-in ones) learned from dialogues the scored
 turns are not in: on the report split, the whole tune split; on the tune split, cross-fitted (its dialogues
 halved with seed `TUNE_SEED`; each half's turns get the prior of the other half, so a prior from half as many
 dialogues as the report split gets).
@@ -47,7 +48,7 @@ RERANK_N = 20
 BEST = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.25}  # the tuned cf-only+asst1+pop0.25
 
 PRIOR = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0, "prior_weight": 4.0,
-         "prior_strength": 50.0, "prior": True}  # the tuned cf-only+asst1+prior4.0+a50.0
+         "prior_strength": 50.0, "co_mention_weight": 0.0, "prior": True}  # the tuned cf-only+asst1+prior4.0+a50.0
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight,
@@ -67,17 +68,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cf-only+asst1+pop0.25+pmi-only": {**BEST, "llm": "only", "calibrated": True},
     "text-only": {"cf_weight": 0.0, "text_weight": 1.0, "popularity_weight": 0.0},
     **{f"cf-only+asst1+prior{w}+a{a}": {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0,
-                                        "prior_weight": w, "prior_strength": a, "prior": True}
+                                        "prior_weight": w, "prior_strength": a, "co_mention_weight": 0.0,
+                                        "prior": True}
        for w in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0) for a in (10.0, 50.0, 200.0)},
     **{f"prior4+{name}": {**PRIOR, **change} for name, change in (
         ("div0", {"diversity": 0.0}), ("div0.003", {"diversity": 0.003}), ("div0.01", {"diversity": 0.01}),
         ("div0.03", {"diversity": 0.03}), ("div0.1", {"diversity": 0.1}), ("div0.3", {"diversity": 0.3}), ("inc0.25", {"include_boost": 0.25}), ("inc0", {"include_boost": 0.0}),
         ("mood0", {"mood_boost": 0.0}), ("asst0", {"recommended_weight": 0.0}),
-        ("neutral1", {"neutral_weight": 1.0}), ("inc0+mood0+div0", {"include_boost": 0.0, "mood_boost": 0.0,
+        ("neutral1", {"neutral_weight": 1.0}), ("co0.5", {"co_mention_weight": 0.5}),
+        ("co1", {"co_mention_weight": 1.0}), ("co2", {"co_mention_weight": 2.0}), ("co4", {"co_mention_weight": 4.0}),
+        ("co1+cf0", {"co_mention_weight": 1.0, "cf_weight": 0.0}), ("inc0+mood0+div0", {"include_boost": 0.0, "mood_boost": 0.0,
                                                                     "diversity": 0.0}))},
     "prior-only+a50": {"text": False, "cf_weight": 0.0, "popularity_weight": 0.0, "prior_weight": 1.0,
-                       "prior_strength": 50.0, "prior": True},
-    **{f"cf-only+asst1+pop0.25+prior{w}+a50": {**BEST, "prior_weight": w, "prior_strength": 50.0, "prior": True}
+                       "prior_strength": 50.0, "co_mention_weight": 0.0, "prior": True},
+    **{f"cf-only+asst1+pop0.25+prior{w}+a50": {**BEST, "prior_weight": w, "prior_strength": 50.0,
+                                               "co_mention_weight": 0.0, "prior": True}
        for w in (1.0, 2.0)},
     "fused-1:1": {"text_weight": 1.0, "popularity_weight": 0.0},
     "fused-1:0.5": {"text_weight": 0.5, "popularity_weight": 0.0},
@@ -136,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from retrieval.data import load_movielens
     from retrieval.recommender import TwoTowerRecommender
     from serving.config import RankingConfig
-    from serving.conversation_prior import dialogue_counts, smoothed_log_prior
+    from serving.conversation_prior import dialogue_statistics, smoothed_log_prior
     from serving.dialogue import CatalogueArrays, candidates, read_history
     from serving.linking import TitleLinker
     from serving.llm_rerank import LLM_ONLY, fuse
@@ -203,9 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         """The catalogue arrays with the conversation prior learned from this dialogue's prior fold."""
         key = (frozenset(folds[dialogue_id]), strength)
         if key not in prior_arrays:
-            prior = dialogue_counts((items_of[d] for d in key[0] if d in items_of), catalogue)
-            prior_arrays[key] = CatalogueArrays.build(catalogue, popularity,
-                                                      smoothed_log_prior(prior, popularity, strength))
+            stats = dialogue_statistics((items_of[d] for d in key[0] if d in items_of), catalogue)
+            prior_arrays[key] = CatalogueArrays.build(
+                catalogue, popularity, smoothed_log_prior(stats.counts, popularity, strength), stats.co_mentions)
         return prior_arrays[key]
     turns = [t for t in turns if t.dialogue_id in wanted]
     if args.limit is not None and args.limit < len(turns):

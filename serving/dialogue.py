@@ -47,6 +47,7 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
 from retrieval.recommender import Recommender
 from serving.config import RankingConfig
+from serving.conversation_prior import CoMentions
 from serving.linking import Mention, TitleLinker, normalise, tokenise
 
 STATE_VERSION = 2
@@ -534,6 +535,8 @@ class CatalogueArrays:
     prior_z: np.ndarray | None
     """`[n_items]` z(log p) of the conversation prior (`serving.conversation_prior.smoothed_log_prior`), the
     prior term of `fused_scores`; None without one."""
+    co_mentions: CoMentions | None
+    """How often two movies came up in one logged dialogue (the co-mention term of `fused_scores`), or None."""
     years: np.ndarray
     """`[n_items]` float64 release years, NaN where unknown."""
     genre_names: tuple[str, ...]
@@ -551,9 +554,11 @@ class CatalogueArrays:
         catalogue: Catalogue,
         popularity: np.ndarray | Sequence[float] | None = None,
         log_prior: np.ndarray | None = None,
+        co_mentions: CoMentions | None = None,
     ) -> CatalogueArrays:
         """`popularity` `[n_items]` (e.g. rating counts); `log_prior` `[n_items]` finite log-probabilities of
-        what conversations ask for (`serving.conversation_prior`), or None."""
+        what conversations ask for and `co_mentions` over the catalogue's rows (`serving.conversation_prior`),
+        or None."""
         n = len(catalogue)
         popularity = np.zeros(n) if popularity is None else np.asarray(popularity, dtype=np.float64)
         if popularity.shape != (n,):
@@ -571,7 +576,7 @@ class CatalogueArrays:
             catalogue=catalogue, popularity=popularity,
             by_popularity=np.argsort(-(popularity if log_prior is None else log_prior), kind="stable"),
             popularity_z=_standardise(np.log1p(np.maximum(popularity, 0.0))),
-            prior_z=None if log_prior is None else _standardise(log_prior),
+            prior_z=None if log_prior is None else _standardise(log_prior), co_mentions=co_mentions,
             years=np.array([np.nan if m.year is None else m.year for m in catalogue], dtype=np.float64),
             genre_names=names, genres=genres, genre_words=_bit_words(genres),
             _id_order=np.argsort(catalogue.ids, kind="stable"),
@@ -677,11 +682,13 @@ def fused_scores(
     """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items and text scores:
 
         s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
-            + prior_weight * z(log p_prior)
+            + prior_weight * z(log p_prior) + co_mention_weight * z(log(1 + co))
 
     cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
     Popularity is `arrays.popularity`; the prior term is there only when `arrays` has a conversation prior.
+    co = sum over the folded-in items j with positive weight w_j of w_j * (dialogues in which j and the movie
+    both came up), from `arrays.co_mentions`, when it has them.
     """
     catalogue = arrays.catalogue
     total = np.zeros(len(catalogue))
@@ -694,6 +701,12 @@ def fused_scores(
             cf = np.full(len(catalogue), np.nan)
             cf[arrays.rows(ids)] = values
             total += config.cf_weight * _standardise(cf)
+            used = True
+        if config.co_mention_weight and arrays.co_mentions is not None:
+            positive = [(i, w) for i, w in zip(items, weights) if w > 0 and i in catalogue]
+            together = arrays.co_mentions.weighted_rows(arrays.rows([i for i, _ in positive]),
+                                                        [w for _, w in positive])
+            total += config.co_mention_weight * _standardise(np.log1p(together))
             used = True
     if text_scores is not None:
         if np.shape(text_scores) != (len(catalogue),):

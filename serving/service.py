@@ -26,7 +26,7 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.recommender import PopularityRecommender, Recommender
 from serving.api.protocol import ChatMessage, PromptTokensDetails, Recommendation, UsageInfo
 from serving.config import ServingConfig
-from serving.conversation_prior import smoothed_log_prior
+from serving.conversation_prior import DialogueStatistics, smoothed_log_prior
 from serving.dialogue import (
     MOOD_GENRES,
     CatalogueArrays,
@@ -115,9 +115,9 @@ class ChatService:
 
     `popularity` `[n_items]` (catalogue rows, e.g. rating counts) breaks title ties and drives cold start;
     by default the recommender's own popularity counts when it has them (`TwoTowerRecommender` does), else
-    the catalogue order stands in. `conversation_counts` `[n_items]` (`serving.conversation_prior.dialogue_counts`
-    of logged dialogues) adds the conversation prior, smoothed towards `popularity`, to the ranking and
-    orders cold start by it. With `text_scorer` (e.g. `serving.text_scores.ITCTextScorer`), the user's
+    the catalogue order stands in. `conversation` (`serving.conversation_prior.dialogue_statistics` of logged
+    dialogues) adds the conversation prior, smoothed towards `popularity`, and the movies named beside the
+    liked ones to the ranking, and orders cold start by the prior. With `text_scorer` (e.g. `serving.text_scores.ITCTextScorer`), the user's
     latest words are scored against every movie and fused with the CF scores. With `session_log`, every completed turn is appended to it, tagged with
     `model_id` (the LLM) and `checkpoint_id` (the trained artefacts).
     """
@@ -132,7 +132,7 @@ class ChatService:
         config: ServingConfig | None = None,
         *,
         popularity: Sequence[float] | np.ndarray | None = None,
-        conversation_counts: np.ndarray | None = None,
+        conversation: DialogueStatistics | None = None,
         text_scorer: TextScorer | None = None,
         session_log: SessionLogWriter | None = None,
         model_id: str = "unknown",
@@ -152,10 +152,11 @@ class ChatService:
         self.popularity = None if popularity is None else np.asarray(popularity, dtype=np.float64)
         self.linker = TitleLinker(catalogue, self.popularity)
         log_prior = None
-        if conversation_counts is not None:
+        if conversation is not None:
             base = np.zeros(len(catalogue)) if self.popularity is None else self.popularity
-            log_prior = smoothed_log_prior(conversation_counts, base, self.config.ranking.prior_strength)
-        self.arrays = CatalogueArrays.build(catalogue, self.popularity, log_prior)
+            log_prior = smoothed_log_prior(conversation.counts, base, self.config.ranking.prior_strength)
+        self.arrays = CatalogueArrays.build(catalogue, self.popularity, log_prior,
+                                            None if conversation is None else conversation.co_mentions)
         if soft_tokens.hidden_size != engine.hidden_size:
             raise ConfigurationError(
                 f"the soft-token table is {soft_tokens.hidden_size} wide but the LLM's hidden size is "

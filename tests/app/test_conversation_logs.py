@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.conversation_logs import dialogue_items, logged_dialogue_counts
+from app.conversation_logs import dialogue_items, logged_dialogue_statistics
 from app.evaluation.importers import import_crs
 from app.settings import load_settings
 from retrieval.data import load_movielens
@@ -26,8 +26,10 @@ def test_dialogue_items_gather_targets_entities_and_linked_mentions(catalogue, t
 def test_counts_add_up_dialogues_over_files(catalogue, tmp_path):
     one = write_crs(tmp_path / "one")
     two = write_crs(tmp_path / "two", rows=ROWS[:1])
-    counts = logged_dialogue_counts([one, two], catalogue)
-    assert {int(catalogue.ids[r]): c for r, c in enumerate(counts) if c} == {1: 2, 6: 2, 14: 1, 33: 1, 29: 1}
+    stats = logged_dialogue_statistics([one, two], catalogue)
+    assert {int(catalogue.ids[r]): c for r, c in enumerate(stats.counts) if c} == {1: 2, 6: 2, 14: 1, 33: 1, 29: 1}
+    beside_toy_story = stats.co_mentions.weighted_rows([catalogue.row(1)], [1.0])
+    assert {int(catalogue.ids[r]): c for r, c in enumerate(beside_toy_story) if c} == {6: 2, 14: 1}
 
 
 def test_the_setting_needs_existing_files(tmp_path):

@@ -1,4 +1,4 @@
-"""The conversation prior: dialogue counts and their Dirichlet smoothing, against hand computations."""
+"""The conversation prior: dialogue counts, co-mentions and the Dirichlet smoothing, against hand computations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from retrieval.catalogue import Catalogue, Movie
-from serving.conversation_prior import dialogue_counts, smoothed_log_prior
+from serving.conversation_prior import dialogue_statistics, smoothed_log_prior
 
 
 def catalogue(n: int = 4) -> Catalogue:
@@ -14,8 +14,27 @@ def catalogue(n: int = 4) -> Catalogue:
 
 
 def test_each_dialogue_counts_a_movie_once_and_unknown_ids_are_ignored():
-    counts = dialogue_counts([[10, 10, 30], [30, 999], [], [20]], catalogue())
-    assert counts.tolist() == [1.0, 1.0, 2.0, 0.0]
+    stats = dialogue_statistics([[10, 10, 30], [30, 999], [], [20]], catalogue())
+    assert stats.counts.tolist() == [1.0, 1.0, 2.0, 0.0]
+
+
+def test_co_mentions_equal_the_dense_count_of_shared_dialogues():
+    rng = np.random.default_rng(0)
+    movies = catalogue(12)
+    dialogues = [list(rng.choice([10 * (r + 1) for r in range(12)] + [999], size=rng.integers(0, 6)))
+                 for _ in range(40)]
+    dense = np.zeros((12, 12))
+    for items in dialogues:
+        rows = {i // 10 - 1 for i in items if i != 999}
+        for a in rows:
+            for b in rows - {a}:
+                dense[a, b] += 1
+    co = dialogue_statistics(dialogues, movies).co_mentions
+    for r in range(12):
+        one_hot = co.weighted_rows([r], [1.0])
+        assert one_hot.tolist() == dense[r].tolist()
+    assert co.weighted_rows([0, 3], [1.0, 0.5]) == pytest.approx(dense[0] + 0.5 * dense[3])
+    assert not dialogue_statistics([], movies).co_mentions.weighted_rows([2], [1.0]).any()
 
 
 def test_smoothed_prior_matches_the_formula():

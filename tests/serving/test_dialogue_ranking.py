@@ -10,13 +10,14 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
 from retrieval.recommender import PopularityRecommender
 from serving.config import RankingConfig
-from serving.conversation_prior import smoothed_log_prior
+from serving.conversation_prior import dialogue_statistics, smoothed_log_prior
 from serving.dialogue import MOOD_GENRES, CatalogueArrays, DialogueState, candidates, passes_constraints
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Animation", "Children", "(no genres listed)")
 
 
-def reference_candidates(state, recommender, catalogue, k, popularity, config, text_scores, log_prior=None):
+def reference_candidates(state, recommender, catalogue, k, popularity, config, text_scores, log_prior=None,
+                         dialogues=None):
     """The per-item implementation `candidates` had before it was vectorised (brute force, Python loops)."""
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
     seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
@@ -24,7 +25,8 @@ def reference_candidates(state, recommender, catalogue, k, popularity, config, t
     order_by = popularity if log_prior is None else log_prior
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-order_by, kind="stable")]
     pool: list[int] = []
-    fused = reference_fused(state, recommender, catalogue, popularity, config, text_scores, seen, log_prior)
+    fused = reference_fused(state, recommender, catalogue, popularity, config, text_scores, seen, log_prior,
+                            dialogues)
     if fused is not None:
         order = np.lexsort((np.arange(len(fused)), -fused))
         pool = [i for i in (int(catalogue.ids[r]) for r in order) if i not in seen][: config.pool]
@@ -51,7 +53,8 @@ def reference_candidates(state, recommender, catalogue, k, popularity, config, t
     return chosen
 
 
-def reference_fused(state, recommender, catalogue, popularity, config, text_scores, exclude, log_prior=None):
+def reference_fused(state, recommender, catalogue, popularity, config, text_scores, exclude, log_prior=None,
+                    dialogues=None):
     def z(values):
         finite = np.isfinite(values)
         out = np.zeros_like(values, dtype=np.float64)
@@ -73,6 +76,16 @@ def reference_fused(state, recommender, catalogue, popularity, config, text_scor
             for item, value in zip(ids, values):
                 cf[catalogue.row(int(item))] = value
             total += config.cf_weight * z(cf)
+            used = True
+        if dialogues is not None and config.co_mention_weight:
+            together = np.zeros(len(catalogue))
+            for item, weight in zip(items, weights):
+                if weight <= 0:
+                    continue
+                for r, other in enumerate(catalogue.ids):
+                    if other != item:
+                        together[r] += weight * sum(item in d and other in d for d in map(set, dialogues))
+            total += config.co_mention_weight * z(np.log1p(together))
             used = True
     if text_scores is not None:
         total += config.text_weight * z(np.asarray(text_scores, dtype=np.float64))
@@ -173,12 +186,17 @@ def test_candidates_with_a_conversation_prior_equal_the_reference(catalogue, rec
     rng = np.random.default_rng(4)
     for _ in range(200):
         state, popularity, config, text, k = random_case(rng, catalogue)
-        config = config.model_copy(update={"prior_weight": float(rng.choice([0.0, 1.0, 4.0]))})
-        counts = rng.integers(0, 3, len(catalogue)).astype(float)
-        log_prior = smoothed_log_prior(counts, np.zeros(len(catalogue)) if popularity is None else popularity, 5.0)
-        arrays = CatalogueArrays.build(catalogue, popularity, log_prior)
+        config = config.model_copy(update={"prior_weight": float(rng.choice([0.0, 1.0, 4.0])),
+                                           "co_mention_weight": float(rng.choice([0.0, 1.0]))})
+        dialogues = [[int(i) for i in rng.choice(catalogue.ids, size=rng.integers(1, 5), replace=False)]
+                     for _ in range(int(rng.integers(0, 12)))]
+        stats = dialogue_statistics(dialogues, catalogue)
+        base = np.zeros(len(catalogue)) if popularity is None else popularity
+        log_prior = smoothed_log_prior(stats.counts, base, 5.0)
+        arrays = CatalogueArrays.build(catalogue, popularity, log_prior, stats.co_mentions)
         assert candidates(state, recommender, catalogue, k, config=config, text_scores=text, arrays=arrays) == \
-            reference_candidates(state, recommender, catalogue, k, popularity, config, text, log_prior), state
+            reference_candidates(state, recommender, catalogue, k, popularity, config, text, log_prior,
+                                 dialogues), state
 
 
 def test_cold_start_follows_the_conversation_prior(catalogue, recommender):

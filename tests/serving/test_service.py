@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from serving.api.protocol import ChatMessage
+from serving.conversation_prior import dialogue_statistics
 from serving.dialogue import DialogueState, candidates, update_state
 from serving.engines.base import SamplingParams
 from serving.errors import ConfigurationError, InvalidRequestError, ServingError, UnknownSessionError
@@ -263,16 +264,15 @@ def test_the_collaborative_reason_names_the_liked_movies(service, catalogue):
     assert reason == f"People who liked {liked[0].display_title} and {liked[1].display_title} liked it too"
 
 
-def test_conversation_counts_lead_cold_start_and_weigh_in_with_likes(catalogue, recommender, soft_table, engine):
+def test_logged_dialogues_lead_cold_start_and_weigh_in_with_likes(catalogue, recommender, soft_table, engine):
     from serving.config import RankingConfig, ServingConfig
     from serving.session_store import InMemorySessionStore
 
     talked_about = [14, 17]  # Memento, Heat (1995)
-    counts = np.zeros(len(catalogue))
-    counts[catalogue.rows(talked_about)] = [30.0, 20.0]
+    conversation = dialogue_statistics([[14]] * 30 + [[17]] * 20, catalogue)
     config = ServingConfig(reply_max_tokens=4, ranking=RankingConfig(prior_weight=50.0))
     with_prior = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config,
-                             conversation_counts=counts)
+                             conversation=conversation)
     plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config)
     cold = with_prior.chat(None, [user("hi, any ideas?")])
     cold_ids = [r.item_id for r in cold.recommendations]
@@ -280,3 +280,18 @@ def test_conversation_counts_lead_cold_start_and_weigh_in_with_likes(catalogue, 
     assert not set(talked_about) & {r.item_id for r in plain.chat(None, [user("hi, any ideas?")]).recommendations}
     liked = with_prior.chat(None, [user("I loved Toy Story")])
     assert set(talked_about) <= {r.item_id for r in liked.recommendations}, "a heavy prior outweighs the CF"
+
+
+def test_movies_named_beside_a_liked_one_in_logged_dialogues_come_first(catalogue, recommender, soft_table, engine):
+    from serving.config import RankingConfig, ServingConfig
+    from serving.session_store import InMemorySessionStore
+
+    toy_story, memento, heat = 1, 14, 17
+    conversation = dialogue_statistics([[toy_story, memento]] * 3 + [[heat]] * 5, catalogue)
+    config = ServingConfig(reply_max_tokens=4, ranking=RankingConfig(prior_weight=0.0, co_mention_weight=10.0))
+    service = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config,
+                          conversation=conversation)
+    turn = service.chat(None, [user("I loved Toy Story")])
+    assert turn.recommendations[0].item_id == memento
+    plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config)
+    assert plain.chat(None, [user("I loved Toy Story")]).recommendations[0].item_id != memento
