@@ -423,7 +423,9 @@ class LoggedSystem(System):
         )
 
 
-_LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s+(?P<title>[^:\n]+?)\s*(?::\s.*)?$", re.M)
+_LIST_ITEM = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s+(?P<item>[^\n]+)$", re.M)
+_THROUGH_YEAR = re.compile(r"(.*?\((?:18|19|20)\d\d\))")
+_BEFORE_COLON = re.compile(r"([^:]*?)\s*(?::(?:\s|$)|$)")
 _QUOTED = re.compile(r"\*\*(?P<a>[^*\n]{2,80})\*\*|\"(?P<b>[^\"\n]{2,80})\"|\u201c(?P<c>[^\u201d\n]{2,80})\u201d")
 _WITH_YEAR = re.compile(
     r"(?P<title>(?:[A-Z0-9][\w'\u2019.,:!?&-]*\s+(?:(?:of|the|a|an|and|in|on|to|for|with|at|from|by|&|-)\s+)*){0,8}"
@@ -443,39 +445,49 @@ class ReplyTitles(BaseModel):
 def read_titles(text: str, linker: TitleLinker) -> ReplyTitles:
     """Movie names in `text`, which of them are not catalogue movies, and the catalogue ids mentioned.
 
-    A name is a list item's text up to a colon ("1. Heat (1995): ..."), a quoted or bold span, or capitalised
-    words followed by a year ("... like Heat (1995)"). A name is in the catalogue when the linker's mentions
-    cover `TITLE_MATCH_SHARE` of it (year excluded). The ids are the linker's mentions in order, except those
-    inside a name that is not in the catalogue ("Up" inside "Made Up Film (2001)"). Heuristic: unquoted names
-    without a year outside lists go unseen, so the out-of-catalogue count is a lower bound.
+    A name is a list item's text up to its first "(Year)" or up to a colon, whichever reading is a catalogue
+    title ("1. Thor: Ragnarok (2017): ..." and "1. Heat: ..."; the year reading when neither is), a quoted or
+    bold span, or capitalised words followed by a year ("... like Heat (1995)"), starting where a catalogue
+    mention that ends at the year starts ("Action and Comedy with Heat (1995)" names Heat). A name is in the
+    catalogue when the linker's mentions cover `TITLE_MATCH_SHARE` of it (year excluded). The ids are the
+    linker's mentions in order, except those inside a name that is not in the catalogue ("Up" inside "Made Up
+    Film (2001)"). Heuristic: unquoted names without a year outside lists go unseen, so the out-of-catalogue
+    count is a lower bound.
     """
-    spans: list[tuple[int, int, str]] = []  # in order of precedence: list items, quotes, then "Title (Year)"
+    mentions = linker.find(text)
+
+    def core_end(start: int, end: int) -> int:
+        return start + len(_YEAR_SUFFIX.sub("", text[start:end]).rstrip())
+
+    def resolves(start: int, end: int) -> bool:
+        stop = core_end(start, end)
+        covered = sum(min(m.end, stop) - m.start for m in mentions if start <= m.start and m.end <= end
+                      and m.start < stop)
+        return covered >= TITLE_MATCH_SHARE * max(stop - start, 1)
+
+    spans: list[tuple[int, int]] = []  # in order of precedence: list items, quotes, then "Title (Year)"
     for match in _LIST_ITEM.finditer(text):
-        spans.append((match.start("title"), match.end("title"), match["title"]))
+        start, item = match.start("item"), match["item"]
+        readings = [start + len(m[1]) for m in (_THROUGH_YEAR.match(item), _BEFORE_COLON.match(item)) if m]
+        readings = [end for end in readings if text[start:end].strip()] or [start + len(item.rstrip())]
+        spans.append((start, next((end for end in readings if resolves(start, end)), readings[0])))
     for match in _QUOTED.finditer(text):
         group = next(g for g in ("a", "b", "c") if match[g] is not None)
-        spans.append((match.start(group), match.end(group), match[group]))
+        spans.append((match.start(group), match.end(group)))
     for match in _WITH_YEAR.finditer(text):
-        spans.append((match.start("title"), match.end(), match[0].strip()))
-    kept: list[tuple[int, int, str]] = []
-    for start, end, name in spans:
-        if not any(start < b and a < end for a, b, _ in kept):
-            kept.append((start, end, name))
+        start, stop = match.start("title"), core_end(match.start("title"), match.end())
+        start = min((m.start for m in mentions if m.end in (stop, match.end()) and start <= m.start), default=start)
+        spans.append((start, match.end()))
+    kept: list[tuple[int, int]] = []
+    for start, end in spans:
+        if not any(start < b and a < end for a, b in kept):
+            kept.append((start, end))
     kept.sort()
-    mentions = linker.find(text)
-    unresolved_spans = []
-    for start, end, name in kept:
-        core_end = start + len(_YEAR_SUFFIX.sub("", text[start:end]).rstrip())
-        inside = [m for m in mentions if start <= m.start and m.end <= end]
-        covered = sum(min(m.end, core_end) - m.start for m in inside if m.start < core_end)
-        if covered < TITLE_MATCH_SHARE * max(core_end - start, 1):
-            unresolved_spans.append((start, end, name))
-    ids = [
-        m.item_id for m in mentions if not any(a <= m.start and m.end <= b for a, b, _ in unresolved_spans)
-    ]
+    unresolved = [(start, end) for start, end in kept if not resolves(start, end)]
+    ids = [m.item_id for m in mentions if not any(a <= m.start and m.end <= b for a, b in unresolved)]
     return ReplyTitles(
-        named=[name.strip() for _, _, name in kept],
-        unresolved=[name.strip() for _, _, name in unresolved_spans],
+        named=[text[a:b].strip() for a, b in kept],
+        unresolved=[text[a:b].strip() for a, b in unresolved],
         item_ids=list(dict.fromkeys(ids)),
     )
 

@@ -215,3 +215,14 @@ def test_endpoint_against_our_live_api(live_app, tiny_settings):
     assert not {1, 2} & set(out.item_ids), "movies mentioned in the dialogue are not recommended again"
     shown = [service.catalogue[i].display_title for i in out.item_ids]
     assert all(title in out.reply for title in shown), "the ids are the ones the reply lists"
+
+
+def test_our_own_reply_format_names_only_catalogue_movies(linker):
+    """The chat service's list ("n. Title (Year): reason") with titles holding colons and reasons naming liked
+    movies after capitalised genres: every name is a catalogue movie."""
+    text = ("Since you loved Toy Story, here are a few.\n"
+            "1. Terminator 2: Judgment Day (1991): Action, Sci-Fi; shares Action and Sci-Fi with Heat (1995).\n"
+            "2. Memento (2000): Mystery, Thriller; people who liked Toy Story (1995) also liked it.")
+    titles = read_titles(text, linker)
+    assert titles.named == ["Terminator 2: Judgment Day (1991)", "Heat (1995)", "Memento (2000)", "Toy Story (1995)"]
+    assert titles.unresolved == []
