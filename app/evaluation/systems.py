@@ -448,8 +448,9 @@ def read_titles(text: str, linker: TitleLinker) -> ReplyTitles:
     A name is a list item's text up to its first "(Year)" or up to a colon, whichever reading is a catalogue
     title ("1. Thor: Ragnarok (2017): ..." and "1. Heat: ..."; the year reading when neither is), a quoted or
     bold span, or capitalised words followed by a year ("... like Heat (1995)"), starting where a catalogue
-    mention that ends at the year starts ("Action and Comedy with Heat (1995)" names Heat). A name is in the
-    catalogue when the linker's mentions cover `TITLE_MATCH_SHARE` of it (year excluded). The ids are the
+    mention that ends at the year, or a displayed title, starts ("Action and Comedy with Heat (1995)" names
+    Heat). A name is in the catalogue when it is a title as we display it ("Matrix, The (1999)") or the linker's
+    mentions cover `TITLE_MATCH_SHARE` of it (year excluded). The ids are the
     linker's mentions in order, except those inside a name that is not in the catalogue ("Up" inside "Made Up
     Film (2001)"). Heuristic: unquoted names without a year outside lists go unseen, so the out-of-catalogue
     count is a lower bound.
@@ -460,6 +461,8 @@ def read_titles(text: str, linker: TitleLinker) -> ReplyTitles:
         return start + len(_YEAR_SUFFIX.sub("", text[start:end]).rstrip())
 
     def resolves(start: int, end: int) -> bool:
+        if linker.displayed(text[start:end].strip()) is not None:  # "Matrix, The (1999)", as we display it
+            return True
         stop = core_end(start, end)
         covered = sum(min(m.end, stop) - m.start for m in mentions if start <= m.start and m.end <= end
                       and m.start < stop)
@@ -477,6 +480,8 @@ def read_titles(text: str, linker: TitleLinker) -> ReplyTitles:
     for match in _WITH_YEAR.finditer(text):
         start, stop = match.start("title"), core_end(match.start("title"), match.end())
         start = min((m.start for m in mentions if m.end in (stop, match.end()) and start <= m.start), default=start)
+        words = [w.start() + start for w in re.finditer(r"\S+", text[start:stop])]
+        start = next((w for w in words if linker.displayed(text[w : match.end()]) is not None), start)
         spans.append((start, match.end()))
     kept: list[tuple[int, int]] = []
     for start, end in spans:

@@ -222,7 +222,9 @@ def test_our_own_reply_format_names_only_catalogue_movies(linker):
     movies after capitalised genres: every name is a catalogue movie."""
     text = ("Since you loved Toy Story, here are a few.\n"
             "1. Terminator 2: Judgment Day (1991): Action, Sci-Fi; shares Action and Sci-Fi with Heat (1995).\n"
-            "2. Memento (2000): Mystery, Thriller; people who liked Toy Story (1995) also liked it.")
+            "2. Memento (2000): Mystery, Thriller; people who liked Toy Story (1995) also liked it.\n"
+            "3. Lion King, The (1994): Shares Animation with Toy Story (1995); Drama and Musical with Lion King, The (1994)")
     titles = read_titles(text, linker)
-    assert titles.named == ["Terminator 2: Judgment Day (1991)", "Heat (1995)", "Memento (2000)", "Toy Story (1995)"]
+    assert titles.named == ["Terminator 2: Judgment Day (1991)", "Heat (1995)", "Memento (2000)", "Toy Story (1995)",
+                            "Lion King, The (1994)", "Toy Story (1995)", "Lion King, The (1994)"]
     assert titles.unresolved == []
