@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.errors import SettingsError
 from app.evaluation.importers import ImportedDataset, import_crs
 from retrieval.catalogue import Catalogue
 from serving.conversation_prior import DialogueStatistics, dialogue_statistics
@@ -30,9 +31,16 @@ def logged_dialogue_statistics(
 ) -> DialogueStatistics:
     """In how many dialogues of the CRSLab-style files `paths` each catalogue movie, and each pair, is mentioned
     or recommended (linked as the evaluation harness links them; `popularity` breaks title ties)."""
-    dialogues = [found for path in paths
-                 for found in dialogue_items(import_crs(Path(path).stem, path, catalogue, popularity).dataset).values()]
+    dialogues: list[set[int]] = []
+    for path in paths:
+        try:
+            dataset = import_crs(Path(path).stem, path, catalogue, popularity).dataset
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"conversation log {path}: {str(exc).splitlines()[0]}") from None
+        dialogues += dialogue_items(dataset).values()
     statistics = dialogue_statistics(dialogues, catalogue)
-    log.info("conversation prior: %d dialogues from %s name %d catalogue movies", len(dialogues),
-             ", ".join(str(p) for p in paths), int((statistics.counts > 0).sum()))
+    named = int((statistics.counts > 0).sum())
+    (log.info if named else log.warning)(
+        "conversation prior: %d dialogues from %s name %d catalogue movies%s", len(dialogues),
+        ", ".join(str(p) for p in paths), named, "" if named else " (the prior changes nothing)")
     return statistics

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from app.errors import SettingsError
 from app.paths import existing_file, output_file, output_folder, user_path
@@ -65,10 +71,11 @@ class Settings(BaseSettings):
     session_log: Path | None = Field(
         None, description="Append-only JSONL log of every served turn; default <cache_dir>/logs/sessions.jsonl."
     )
-    conversation_logs: list[Path] = Field(
+    conversation_logs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="CRSLab-style JSONL files of logged conversations (ReDial or INSPIRED "
         "format, entity2id.json beside each) that teach the ranking what people ask for (the conversation prior, "
-        "`serving.ranking.prior_weight`); none by default. Keep the dialogues you evaluate on out of them.",
+        "`serving.ranking.prior_weight`); none by default. Keep the dialogues you evaluate on out of them. In the "
+        "environment: one path, or several separated by commas or as a JSON list.",
     )
     data: DataSettings = Field(default_factory=DataSettings)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
@@ -85,11 +92,19 @@ class Settings(BaseSettings):
     def _cache_is_a_folder(cls, path: Path) -> Path:
         return output_folder(path)
 
+    @field_validator("conversation_logs", mode="before")
+    @classmethod
+    def _logs_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: a JSON list, or comma-separated paths
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        return value
+
     @field_validator("conversation_logs")
     @classmethod
     def _logs_exist(cls, paths: list[Path]) -> list[Path]:
         try:
-            return [existing_file(p, "conversation log") for p in paths]
+            return list(dict.fromkeys(existing_file(p, "conversation log") for p in paths))  # each file once
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.conversation_logs import dialogue_items, logged_dialogue_statistics
+from app.errors import SettingsError
 from app.evaluation.importers import import_crs
 from app.settings import load_settings
 from retrieval.data import load_movielens
@@ -37,3 +40,18 @@ def test_the_setting_needs_existing_files(tmp_path):
         load_settings(conversation_logs=[tmp_path / "missing.jsonl"])
     path = write_crs(tmp_path)
     assert load_settings(conversation_logs=[path]).conversation_logs == [path.resolve()]
+
+
+def test_a_bad_entity_map_is_a_settings_error_naming_the_log(catalogue, tmp_path):
+    path = write_crs(tmp_path)
+    (tmp_path / "entity2id.json").write_text("{oops")
+    with pytest.raises(SettingsError, match=r"conversation log .*test.jsonl: .*entity2id.json is not valid JSON"):
+        logged_dialogue_statistics([path], catalogue)
+
+
+def test_the_environment_takes_one_path_several_or_a_json_list(tmp_path, monkeypatch):
+    one, two = write_crs(tmp_path / "one"), write_crs(tmp_path / "two")
+    for value, expected in ((str(one), [one]), (f"{one}, {two}", [one, two]), (json.dumps([str(two)]), [two]),
+                            (f"{one},{one}", [one])):
+        monkeypatch.setenv("ILMREC_CONVERSATION_LOGS", value)
+        assert load_settings().conversation_logs == [p.resolve() for p in expected]
