@@ -15,7 +15,9 @@ uvicorn in a thread of this process, and sends `--turns` streamed turns one at a
 - prompt (building the embedded prompt), with its soft-token lookup and text embedding;
 - framing: working out the notes on unknown or ambiguous titles that precede the sentence;
 - prefill: the LLM's forward pass over the whole prompt; decode: each later one-token step;
-- TTFT: request sent -> first content delta received by the client (what `benchmarks.serving` reports).
+- TTFT: request sent -> first content delta received by the client (what `benchmarks.serving` reports): the
+  reply's opening clause (`serving.reply_opening`) in runs since it exists, the LLM's first words before;
+- LLM words: request sent -> the second content delta, the LLM's continuation of the opening clause.
 
 Each stage's figure is its median over the turns (ms); `prompt rows` is the median prompt length. Writes
 `serving_profile.json` (every turn, per label; a rerun with the same label replaces it) and
@@ -63,6 +65,8 @@ class TurnProfile(BaseModel):
     prompt_rows: int
     cached_rows: int = Field(0, description="Prompt rows whose KV the engine reused (`cached_tokens`).")
     ttft_ms: float
+    llm_ms: float | None = Field(None, description="To the second content delta (the LLM's words after the "
+                                 "opening clause); None in runs made before replies had one.")
     reply: str = Field("", description="The streamed text: the LLM's sentence, then the grounded list.")
 
 
@@ -143,7 +147,7 @@ def run_turns(url: str, texts: Sequence[tuple[str, bool]], recorder: Recorder) -
     for text, follow_up in texts:
         recorder.reset()
         started = time.perf_counter()
-        first = None
+        times: list[float] = []
         usage = None
         reply = []
         stream = client.chat.completions.create(
@@ -156,12 +160,12 @@ def run_turns(url: str, texts: Sequence[tuple[str, bool]], recorder: Recorder) -
             usage = chunk.usage or usage
             if chunk.choices and chunk.choices[0].delta.content:
                 reply.append(chunk.choices[0].delta.content)
-                if first is None:
-                    first = time.perf_counter() - started
-        assert first is not None and usage is not None, "the stream carried no text or no usage"
+                times.append(time.perf_counter() - started)
+        assert len(times) > 1 and usage is not None, "the stream carried no opening and sentence, or no usage"
         profiles.append(TurnProfile(
             text=text, stages_ms={k: round(v, 2) for k, v in recorder.ms.items()},
-            decode_steps=recorder.calls["decode step"], prompt_rows=usage.prompt_tokens, ttft_ms=1000 * first,
+            decode_steps=recorder.calls["decode step"], prompt_rows=usage.prompt_tokens, ttft_ms=1000 * times[0],
+            llm_ms=1000 * times[1],
             cached_rows=getattr(usage.prompt_tokens_details, "cached_tokens", 0) or 0, reply="".join(reply),
         ))
     return profiles
@@ -222,10 +226,15 @@ def write_results(report: ProfileReport, out: Path) -> tuple[Path, Path]:
                                                        for r in runs) + " |")
     lines.append("| TTFT p95 | " + " | ".join(
         f"{sorted(t.ttft_ms for t in r.turns)[max(0, round(0.95 * len(r.turns)) - 1)]:.0f}" for r in runs) + " |")
+    lines.append("| LLM words (client) | " + " | ".join(
+        f"{statistics.median(t.llm_ms for t in r.turns):.0f}" if all(t.llm_ms for t in r.turns) else "n/a"
+        for r in runs) + " |")
     recorded = [r for r in runs if any(t.reply for t in r.turns)]
     if recorded:
-        lines += ["", "The LLM's sentence of each turn (the reply's first line; `Here are a few picks you might "
-                  "enjoy:` is the fixed sentence shown when the LLM's was dropped as a fragment):"]
+        lines += ["", "The reply's sentence in each turn (its first line; in runs with an opening clause, the LLM "
+                  "continues it, and `here are a few picks you might enjoy:` is the fixed continuation shown when "
+                  "the LLM's was dropped as a fragment; before, `Here are a few picks you might enjoy:` was the "
+                  "fixed sentence):"]
     for run in recorded:
         lines += ["", f"**{run.label}**", ""]
         lines += [f"- {t.text}: {t.reply.splitlines()[0] if t.reply else ''}" for t in run.turns]
@@ -281,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stage in STAGES:
         print(f"{stage:>18}: {run.median(stage):8.1f} ms")
     print(f"{'TTFT':>18}: {statistics.median(t.ttft_ms for t in turns):8.1f} ms")
+    print(f"{'LLM words':>18}: {statistics.median(t.llm_ms or 0.0 for t in turns):8.1f} ms")
     for path in write_results(report, args.out):
         print(f"wrote {path}")
     return 0

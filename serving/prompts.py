@@ -1,8 +1,9 @@
 """The LLM prompt as an embeddings tensor: chat-template text with each candidate's soft tokens spliced in.
 
-The chat template (system prompt, one worked example turn, then the user's message with the picks) is
-rendered as text with one placeholder per candidate; the text pieces are embedded
-with `engine.embed_tokens` and each placeholder becomes that item's K soft tokens from the ILM table,
+The chat template (system prompt, one worked example turn, then the user's message with the picks, then the
+reply's opening clause from `serving.reply_opening`, which the LLM continues) is rendered as text with one
+placeholder per candidate; the text pieces are embedded with `engine.embed_tokens` and each placeholder
+becomes that item's K soft tokens from the ILM table,
 followed by its description ("1. <K soft tokens> Toy Story (1995). Genres: Adventure, Animation"), the same
 item text the ILM was trained on. Prompts are only ever built here, from catalogue ids: no client tensors.
 """
@@ -32,16 +33,27 @@ SYSTEM_PROMPT = (
     "You are ilmrec, a friendly movie recommender. Each user message comes with the movies picked for them, "
     "each starting with its item tokens. " + INSTRUCTION
 )
-EXAMPLE_TURN = (
-    "Picks:\n1. Monsters, Inc. (2001). Genres: Adventure, Animation, Children, Comedy\n"
-    "2. Up (2009). Genres: Adventure, Animation, Drama\n3. Ratatouille (2007). Genres: Animation, Children, Comedy\n"
-    "User: I loved Toy Story and Finding Nemo",
-    "Since you loved Toy Story and Finding Nemo, here are a few more movies I think you will enjoy.",
+EXAMPLE_TURNS = (
+    (
+        "Picks:\n1. Monsters, Inc. (2001). Genres: Adventure, Animation, Children, Comedy\n"
+        "2. Up (2009). Genres: Adventure, Animation, Drama\n3. Ratatouille (2007). Genres: Animation, Children, Comedy\n"
+        "User: I loved Toy Story and Finding Nemo",
+        "Since you liked Toy Story and Finding Nemo, here are a few more movies I think you will enjoy.",
+    ),
+    (
+        "Picks:\n1. Se7en (1995). Genres: Mystery, Thriller\n2. Zodiac (2007). Genres: Crime, Drama, Thriller\n"
+        "3. Prisoners (2013). Genres: Drama, Mystery, Thriller\n"
+        "So far: they liked Toy Story (1995), Finding Nemo (2003); they want something darker; no Animation.\n"
+        "User: something darker, not animated",
+        "For something darker with no animation, here are a few picks I think you will like.",
+    ),
 )
-"""One worked turn (text only) ahead of the real one. Without it SmolLM2-135M talks about the prompt ("The
-user's response is...") or starts a list; with it, it answers the user (benchmarks/results/serving_profile.md).
-Its reply names no genre, which the model would copy to unrelated picks. It is constant, so its KV is reused
-from the previous turn (prefix caching) and costs no prefill."""
+"""Worked turns (text only) ahead of the real one, each reply starting as `serving.reply_opening` starts ours.
+Without them SmolLM2-135M talks about the prompt ("The user's response is...") or starts a list; with only the
+first, it answered follow-ups with "I think you might want to look at the movies I mentioned earlier" or a
+title of its own (benchmarks/results/serving_profile.md). The replies name no genre, which the model would
+copy to unrelated picks. They are constant, so their KV is reused from the previous turn (prefix caching) and
+costs no prefill."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,10 @@ def build_prompt(
     catalogue: Catalogue,
     soft_tokens: SoftTokenTable,
     max_user_tokens: int = 128,
+    opening: str = "",
 ) -> EmbeddedPrompt:
-    """Embed the prompt asking the LLM to introduce `candidates` (catalogue ids) in reply to `user_text`."""
+    """Embed the prompt asking the LLM to introduce `candidates` (catalogue ids) in reply to `user_text`; its
+    reply starts with `opening` (`serving.reply_opening`), which the LLM continues."""
     if not candidates:
         raise ValueError("build_prompt needs at least one candidate")
     tokenizer = engine.tokenizer
@@ -79,7 +93,7 @@ def build_prompt(
     if context:
         lines.append(context)
     lines.append(f"User: {_sanitise(_cut(user_text, tokenizer, max_user_tokens), tokenizer)}")
-    rendered = _render(tokenizer, "\n".join(lines))
+    rendered = _render(tokenizer, "\n".join(lines)) + opening
 
     rows = soft_tokens.lookup(list(candidates)).detach().float().cpu()
     if rows.ndim != 3 or rows.shape[0] != len(candidates) or rows.shape[2] != engine.hidden_size:
@@ -105,16 +119,16 @@ def build_prompt(
 
 
 def _render(tokenizer, user_content: str) -> str:
-    """The chat template over the system prompt, the example turn and `user_content`; templates without a
-    system role get the system prompt inline, in the example's user message."""
-    example_user, example_reply = EXAMPLE_TURN
-    turns = [{"role": "user", "content": example_user}, {"role": "assistant", "content": example_reply},
-             {"role": "user", "content": user_content}]
+    """The chat template over the system prompt, the example turns and `user_content`; templates without a
+    system role get the system prompt inline, in the first example's user message."""
+    turns = [{"role": role, "content": text} for example in EXAMPLE_TURNS
+             for role, text in zip(("user", "assistant"), example)]
+    turns.append({"role": "user", "content": user_content})
     try:
         return tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}, *turns], tokenize=False,
                                              add_generation_prompt=True)
     except TemplateError:
-        turns[0] = {"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{example_user}"}
+        turns[0] = {"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{EXAMPLE_TURNS[0][0]}"}
         return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
 
 

@@ -11,6 +11,10 @@ of that. `SentenceGuard` filters the streamed text as it arrives:
   "Here") and is dropped whole, so nothing is shown until `min_words` words have arrived or the sentence has
   ended on its own terminator ("Great taste!" is shown).
 `done` says when the engine can be closed. What was emitted is always a prefix of the LLM's text.
+
+With an `opening` (the clause the reply starts with, `serving.reply_opening`, already shown), the guard filters
+the LLM's continuation of it: `max_chars` counts the opening too, and the first text shown starts with a space
+and a small letter when its first word is a common sentence starter ("Here are" -> " here are").
 """
 
 from __future__ import annotations
@@ -20,13 +24,19 @@ import re
 CUT = re.compile(r"[\n\"“”*_()\[\]{}:#|<>]|\b\d")
 """The first of these ends the sentence before it."""
 END = re.compile(r"[.!?](?=\s)")
+STARTERS = frozenset(
+    "a all an and both but check each enjoy for here hope how it its let let's more my our so some take the "
+    "then there these they this try we what with you your".split()
+)
+"""First words of a continuation that lose their capital after the opening's comma (never "I" or a name)."""
 
 
 class SentenceGuard:
     """Feed streamed deltas; get back what may be shown. See the module docstring."""
 
-    def __init__(self, max_chars: int = 200, min_words: int = 4):
-        self.max_chars, self.min_words = max_chars, min_words
+    def __init__(self, max_chars: int = 200, min_words: int = 4, opening: str = ""):
+        self.max_chars = max(1, max_chars - len(opening) - 1) if opening else max_chars
+        self.min_words, self.opening = min_words, opening
         self.text = ""  # everything received
         self.emitted = 0  # characters of `text` already returned
         self.done = False
@@ -57,6 +67,7 @@ class SentenceGuard:
         shown = self.text[self.emitted : end]
         if self.done:
             shown = shown.rstrip()
+        shown = self._joined(shown)
         self.emitted = max(self.emitted, end)
         return shown
 
@@ -69,8 +80,20 @@ class SentenceGuard:
         ended = rest.endswith((".", "!", "?"))
         if not self.emitted and not ended and self._fragment(len(rest)):
             return ""
+        if len(self.text) > self.max_chars:
+            return ""
+        rest = self._joined(rest)
         self.emitted = len(self.text)
-        return rest if len(self.text) <= self.max_chars else ""
+        return rest
+
+    def _joined(self, shown: str) -> str:
+        """The first text shown after an opening: a space, then the first word in small letters if a starter."""
+        if not (self.opening and shown and not self.emitted):
+            return shown
+        first = shown.split(maxsplit=1)[0]
+        if first.lower() in STARTERS and first[0].isupper():
+            shown = shown[0].lower() + shown[1:]
+        return " " + shown
 
     def _fragment(self, end: int) -> bool:
         """Whether text[:end] has fewer than `min_words` words (a complete word needs a space after it, or

@@ -43,6 +43,7 @@ from serving.engines.deadline import generate_within
 from serving.errors import ConfigurationError, InvalidRequestError, UnknownSessionError
 from serving.linking import Mention, TitleLinker
 from serving.prompts import build_prompt
+from serving.reply_opening import join_words, opening
 from serving.reply_text import SentenceGuard
 from serving.session_log import SessionLogRecord, SessionLogWriter
 from serving.session_store import SESSION_ID_PATTERN, Session, SessionChange, SessionStore, TurnRecord
@@ -51,7 +52,8 @@ from serving.text_scores import TextScorer
 
 log = logging.getLogger(__name__)
 
-FALLBACK_SENTENCE = "Here are a few picks you might enjoy:"
+FALLBACK_CONTINUATION = "here are a few picks you might enjoy:"
+"""Finishes the opening clause when the LLM's continuation of it was dropped (a fragment, or nothing)."""
 NOTHING_FITS = (
     "I couldn't find a movie that fits everything you asked for. Try relaxing a constraint, such as a genre "
     "you ruled out or the year range."
@@ -211,15 +213,17 @@ class ChatService:
             raise InvalidRequestError("the last user message is empty", param="messages")
         if session_id is None:
             opened = _Opened(secrets.token_urlsafe(16), owner, None)
-            state = self.read_history(messages)
+            before = self.read_history(messages[:-1])
         else:
             stored = self.session(session_id, owner=owner)
             opened = _Opened(session_id, owner, stored.revision)
-            state = self._read(stored.state, messages[-1].content)
+            before = stored.state
+        state = self._read(before, messages[-1].content)
         ranked = self.rank(state)
         picks = ranked[: self.config.n_recommendations]
         params = params or SamplingParams()
-        events, release = self._answer(opened, state, messages[-1].content, picks, ranked, params, started)
+        events, release = self._answer(opened, state, messages[-1].content, picks, ranked, params, started,
+                                       opening(before, state, self.catalogue))
         return TurnStream(opened.session_id, events, self.describe(picks, state), release)
 
     def rank(self, state: DialogueState) -> list[int]:
@@ -294,9 +298,11 @@ class ChatService:
         ranked: list[int],
         params: SamplingParams,
         started: float,
+        opener: str,
     ) -> tuple[Iterator[str | ChatTurn], Callable[[], None]]:
-        """Start the generation now (so errors, a busy engine included, surface before streaming); return the
-        event generator and what releases the engine when the turn is dropped."""
+        """Start the generation of the sentence that `opener` (`serving.reply_opening`) begins, now (so errors,
+        a busy engine included, surface before streaming); return the event generator and what releases the
+        engine when the turn is dropped."""
         if not picks:
             return self._finish(
                 opened, state, user_text, picks, ranked,
@@ -305,7 +311,7 @@ class ChatService:
             ), lambda: None
         prompt = build_prompt(
             self.engine, user_text, state, picks[: self.config.prompt_items], self.catalogue, self.soft_tokens,
-            max_user_tokens=self.config.max_user_tokens_in_prompt,
+            max_user_tokens=self.config.max_user_tokens_in_prompt, opening=opener,
         )
         generation = generate_within(
             self.engine, self.config.generation_timeout_s, prompt.embeds,
@@ -316,7 +322,8 @@ class ChatService:
         )
 
         def sentence() -> Iterator[str]:
-            guard = SentenceGuard(self.config.reply_max_chars)
+            yield opener
+            guard = SentenceGuard(self.config.reply_max_chars, opening=opener)
             try:
                 for delta in generation:
                     shown = guard.feed(delta)
@@ -330,7 +337,7 @@ class ChatService:
             finally:
                 generation.close()
             if not guard.shown:
-                yield FALLBACK_SENTENCE
+                yield " " + FALLBACK_CONTINUATION
 
         def usage() -> UsageInfo:
             u = generation.usage
@@ -350,10 +357,10 @@ class ChatService:
         nothing liked is known and there are picks, followed by `CLARIFYING_QUESTION`."""
         mentions = self.linker.find(user_text)
         unknown = self.linker.unrecognised(user_text, mentions)
-        notes = [UNKNOWN_TITLES.format(titles=_join([f'"{t}"' for t in unknown]))] if unknown else []
+        notes = [UNKNOWN_TITLES.format(titles=join_words([f'"{t}"' for t in unknown]))] if unknown else []
         notes += [
             AMBIGUOUS_TITLE.format(surface=m.surface, chosen=self.catalogue[m.item_id].display_title,
-                                   other=_join([self.catalogue[i].display_title for i in others], "or"))
+                                   other=join_words([self.catalogue[i].display_title for i in others], "or"))
             for m in mentions if (others := self._rivals(m))
         ]
         before = " ".join(notes) + " " if notes else ""
@@ -500,20 +507,20 @@ class ChatService:
             best = max(liked, key=lambda m: _genre_overlap(m, genres))
             shared = [g for g in genres if g in best.genres]
             if shared:
-                parts.append(f"shares {_join(shared[:3])} with {best.display_title}")
+                parts.append(f"shares {join_words(shared[:3])} with {best.display_title}")
         asked = [g for g in genres if g in state.include_genres]
         if asked:
-            parts.append(f"the {_join(asked)} you asked for")
+            parts.append(f"the {join_words(asked)} you asked for")
         if state.mood:
             fitting = [g for g in genres if g in MOOD_GENRES[state.mood][0]]
             if fitting:
-                parts.append(f"{state.mood} in tone ({_join(fitting[:2])})")
+                parts.append(f"{state.mood} in tone ({join_words(fitting[:2])})")
         if state.exclude_genres:
-            parts.append(f"no {_join(state.exclude_genres)}")
+            parts.append(f"no {join_words(state.exclude_genres)}")
         if (state.year_min or state.year_max) and movie.year:
             parts.append(f"from {movie.year} ({year_range_text(state)})")
         if not parts and liked:  # no metadata in common: the session vector (collaborative filtering) chose it
-            parts.append(f"people who liked {_join([m.display_title for m in liked[:2]])} liked it too")
+            parts.append(f"people who liked {join_words([m.display_title for m in liked[:2]])} liked it too")
         if not parts:
             parts.append(f"a popular {genres[0]} pick" if genres else "a popular pick")
         text = "; ".join(parts)
@@ -538,6 +545,4 @@ def _unknown_session(session_id: str) -> UnknownSessionError:
         param="session_id",
     )
 
-def _join(items: Sequence[str], last: str = "and") -> str:
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
+

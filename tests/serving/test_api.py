@@ -15,7 +15,7 @@ from serving.api.protocol import ChatCompletionRequest
 from serving.api.server import build_app
 from serving.api.serving import create_error_response
 from serving.errors import InvalidRequestError, UnknownSessionError
-from serving.service import FALLBACK_SENTENCE, ChatService
+from serving.service import FALLBACK_CONTINUATION, ChatService
 from tests.serving.live import serve
 
 MODEL = "ilmrec-test"
@@ -345,9 +345,11 @@ def test_finish_reason_is_length_when_max_tokens_ends_the_sentence(client):
     assert full.usage.completion_tokens > 1
     short = ask(client, temperature=0, max_tokens=1)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 1
-    # one token is no sentence (a fragment, dropped): the fallback lead-in, then the same grounded list
+    # one token continues no sentence (a fragment, dropped): the opening clause and the fixed continuation,
+    # then the same grounded list
     listing = full.choices[0].message.content.index("\n\n1. ")
-    assert short.choices[0].message.content == FALLBACK_SENTENCE + full.choices[0].message.content[listing:]
+    assert short.choices[0].message.content == ("Since you liked Toy Story and Finding Nemo, " + FALLBACK_CONTINUATION
+                                                 + full.choices[0].message.content[listing:])
     assert len(short.model_extra["recommendations"]) == 5, "the grounded list still follows"
 
 

@@ -7,7 +7,7 @@ import torch
 
 from serving.dialogue import DialogueState
 from serving.errors import ConfigurationError
-from serving.prompts import EXAMPLE_TURN, INSTRUCTION, build_prompt
+from serving.prompts import EXAMPLE_TURNS, INSTRUCTION, build_prompt
 
 
 def test_soft_token_rows_sit_at_their_placeholders(engine, catalogue, soft_table):
@@ -32,7 +32,7 @@ def test_soft_token_rows_sit_at_their_placeholders(engine, catalogue, soft_table
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
     assert "User: I loved Toy Story, something darker" in text and INSTRUCTION in text
-    assert text.index(EXAMPLE_TURN[1]) < text.index("Picks:\n1.  ")  # the worked example comes first
+    assert text.index(EXAMPLE_TURNS[0][1]) < text.index(EXAMPLE_TURNS[1][1]) < text.index("Picks:\n1.  ")
     assert "So far: they liked Toy Story (1995); they want something darker." in text
     for n, item in enumerate(picks, start=1):
         assert f"{n}.  {catalogue[item].display_title}" in text
@@ -44,7 +44,7 @@ def test_user_text_cannot_inject_special_tokens(engine, catalogue, soft_table):
     vocab = engine.embed_tokens(range(len(engine.tokenizer)))
     ids = torch.cdist(prompt.embeds, vocab).argmin(dim=1).tolist()
     im_start = engine.tokenizer.convert_tokens_to_ids("<|im_start|>")
-    assert ids.count(im_start) == 5  # system, example user and reply, user, assistant: none from the user
+    assert ids.count(im_start) == 7  # system, 2 x example user and reply, user, assistant: none from the user
 
 
 def test_the_user_message_is_cut_to_max_user_tokens(engine, catalogue, soft_table):
@@ -79,3 +79,13 @@ def test_soft_tokens_change_what_the_llm_predicts(tiny_llm, catalogue):
     with torch.inference_mode():
         logits = [model(inputs_embeds=p.embeds[None]).logits[0, -1] for p in prompts]
     assert (logits[0] - logits[1]).abs().max() > 1e-4
+
+
+def test_the_opening_ends_the_prompt_after_an_unchanged_prefix(engine, catalogue, soft_table):
+    bare = build_prompt(engine, "I loved Heat", DialogueState(), [1, 2], catalogue, soft_table)
+    opened = build_prompt(engine, "I loved Heat", DialogueState(), [1, 2], catalogue, soft_table,
+                          opening="Since you liked Heat,")
+    tail = engine.embed_tokens(engine.tokenizer("Since you liked Heat,", add_special_tokens=False)["input_ids"])
+    assert opened.n_tokens == bare.n_tokens + tail.shape[0] and opened.item_rows == bare.item_rows
+    assert torch.equal(opened.embeds[: bare.n_tokens], bare.embeds), "the cached prefix is the same"
+    assert torch.equal(opened.embeds[bare.n_tokens :], tail)

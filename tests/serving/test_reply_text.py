@@ -60,3 +60,22 @@ def test_nothing_is_shown_until_the_sentence_cannot_be_a_fragment():
     assert guard.feed("picks ") == "These are great picks" and guard.feed("tonight. ") == " tonight."
     short = SentenceGuard(min_words=4)
     assert short.feed("Enjoy") == "" and short.close() == ""  # ended without a terminator: a fragment
+
+
+def test_a_continuation_of_an_opening_joins_it_mid_sentence():
+    guard = SentenceGuard(opening="Since you liked Heat,")
+    shown = [guard.feed(d) for d in [" Here", " are", " some", " darker", " picks.", " Enjoy!"]]
+    assert "".join(shown) == " here are some darker picks." and guard.shown == "Here are some darker picks."
+    keeps = SentenceGuard(opening="Since you liked Heat,")
+    assert "".join(keeps.feed(d) for d in ["I think ", "you will ", "love these. "]) == " I think you will love these."
+    named = SentenceGuard(opening="For something darker,")
+    assert "".join(named.feed(d) for d in ["Nolan fans ", "will love ", "these. "]) == " Nolan fans will love these."
+
+
+def test_an_opening_counts_towards_max_chars_and_a_cut_short_continuation_is_dropped():
+    opening = "Since you liked Heat and Memento,"
+    guard = SentenceGuard(max_chars=len(opening) + 20, opening=opening)
+    shown = "".join(guard.feed(d) for d in ["here are a few ", "great movies for ", "tonight "])
+    assert guard.done and shown == " here are a few" and len(opening + shown) <= len(opening) + 20
+    short = SentenceGuard(opening=opening)
+    assert short.feed("here are: ") == "" and short.done and short.shown == ""

@@ -54,6 +54,21 @@ def test_stream_yields_deltas_then_the_turn(service):
     assert service.store.get(turn.session_id).recommended == [r.item_id for r in turn.recommendations]
 
 
+def test_the_reply_opens_with_the_dialogue_managers_clause_which_streams_first(service):
+    events = list(service.chat_stream(None, [user("I loved Heat and Memento")]))
+    turn = events[-1]
+    assert events[0] == "Since you liked Heat and Memento," and turn.reply.startswith(events[0] + " ")
+    darker = list(service.chat_stream(turn.session_id, [user("something darker please")]))
+    assert darker[0] == "For something darker," and darker[-1].reply.startswith("For something darker, ")
+    follow_up = list(service.chat_stream(turn.session_id, [user("another one")]))
+    assert follow_up[0] == "Since you liked Heat and Memento,"
+    history = [user("I loved Heat and Memento"), ChatMessage(role="assistant", content=turn.reply),
+               user("something darker please")]
+    assert list(service.chat_stream(None, history))[0] == "For something darker,", "the same from a history"
+    cold = service.chat(None, [user("what should I watch tonight?")])
+    assert cold.reply.startswith("To start you off, ")
+
+
 def test_history_without_session_rebuilds_the_state(service, catalogue):
     first = service.chat(None, [user("I loved Toy Story and Finding Nemo")])
     history = [
