@@ -13,7 +13,7 @@ from rich.console import Console
 
 from app.settings import Settings
 from app.ui import CSS, THEME, build_ui
-from serving.api.server import build_app
+from serving.api.server import build_app, closing
 from serving.service import ChatService
 
 UI_PATH = "/ui"
@@ -21,15 +21,19 @@ Part = Literal["api", "ui"]
 PARTS: tuple[Part, ...] = ("api", "ui")
 
 
-def create_app(settings: Settings, service: ChatService, parts: Collection[Part] = PARTS) -> FastAPI:
-    """The API app with the UI mounted beside it (`/` redirects to the UI); `parts` drops either one."""
+def create_app(
+    settings: Settings, service: ChatService, parts: Collection[Part] = PARTS, *, owns_service: bool = False
+) -> FastAPI:
+    """The API app with the UI mounted beside it (`/` redirects to the UI); `parts` drops either one. With
+    `owns_service`, the app closes `service` when the server shuts down."""
     if not parts or set(parts) - set(PARTS):
         raise ValueError(f"parts must be a non-empty subset of {PARTS}, got {tuple(parts)}")
+    lifespan = closing(service) if owns_service else None
     if "api" in parts:
         keys = [key.get_secret_value() for key in settings.server.api_keys]
-        app = build_app(service, settings.server.model_name, api_keys=keys)
+        app = build_app(service, settings.server.model_name, api_keys=keys, lifespan=lifespan)
     else:
-        app = FastAPI(title="ilmrec UI")
+        app = FastAPI(title="ilmrec UI", lifespan=lifespan)
 
         @app.get("/health")
         def _health() -> JSONResponse:
@@ -56,5 +60,5 @@ def serve(settings: Settings, service: ChatService, parts: Collection[Part] = PA
         lines.append(f"  API:      {base}/v1  (OpenAI-compatible: POST /v1/chat/completions, GET /v1/models)")
     lines.append(f"  health:   {base}/health\n")
     Console().print("\n".join(lines))
-    uvicorn.run(create_app(settings, service, parts), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings, service, parts, owns_service=True), host=host, port=port, log_level="warning")
     return 0

@@ -411,7 +411,7 @@ def serve(engine: Engine, port: int, vllm_url: str | None, options: Options) -> 
 
     from app.commands import build_service
     from app.pipeline import load_trained
-    from serving.api.server import build_app
+    from serving.api.server import build_app, closing
 
     settings = load_bench_settings(options.data_path, options.config, engine=engine,
                                    **({"vllm_url": vllm_url} if vllm_url else {}))
@@ -419,7 +419,8 @@ def serve(engine: Engine, port: int, vllm_url: str | None, options: Options) -> 
         artefacts = with_untrained_ilm(trained_folder(settings, options.artefacts, ("retrieval",)), settings)
     else:
         artefacts = load_trained(trained_folder(settings, options.artefacts), settings)
-    app = build_app(build_service(settings, artefacts), MODEL_NAME)
+    service = build_service(settings, artefacts)
+    app = build_app(service, MODEL_NAME, lifespan=closing(service))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     return 0
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +22,7 @@ from serving.errors import AuthenticationError, RequestTooLargeError, ServingErr
 from serving.service import ChatService
 
 MAX_BODY_BYTES = 1_000_000
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def key_owner(api_key: str) -> str:
@@ -28,12 +31,25 @@ def key_owner(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:32]
 
 
+def closing(service: ChatService) -> Lifespan:
+    """A lifespan that closes `service` (its LLM engine) once the server has shut down, for the process that
+    owns it: an in-process vLLM engine's EngineCore process otherwise outlives the server."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(service.close)  # waits for a generation still running
+
+    return lifespan
+
+
 def build_app(
     service: ChatService,
     model_name: str = "ilmrec",
     *,
     api_keys: Sequence[str] = (),
     max_body_bytes: int = MAX_BODY_BYTES,
+    lifespan: Lifespan | None = None,
 ) -> FastAPI:
     """The OpenAI-compatible API over `service`, serving it as `model_name`.
 
@@ -41,9 +57,10 @@ def build_app(
     A session belongs to the key that created it: continuing it with another key gets 404.
     Bodies over `max_body_bytes` get 413: at once by Content-Length, or once that many bytes of a chunked
     body have arrived. 503 and 504 answers carry `Retry-After`. Run it bound to 127.0.0.1 unless it sits
-    behind something that authenticates.
+    behind something that authenticates. `lifespan`, e.g. `closing(service)`, runs around the server's life.
     """
-    app = FastAPI(title="ilmrec", summary="Conversational movie recommendations, OpenAI-compatible")
+    app = FastAPI(title="ilmrec", summary="Conversational movie recommendations, OpenAI-compatible",
+                  lifespan=lifespan)
     app.state.openai_serving_chat = OpenAIServingChat(service, model_name)
     app.include_router(router)
     owners = {k.encode(): key_owner(k) for k in api_keys}

@@ -74,3 +74,18 @@ def test_api_only_and_ui_only(live_app, tiny_settings, parts, served, absent):
             assert client.get(path, follow_redirects=False).status_code == 404, path
     with pytest.raises(ValueError, match="parts"):
         create_app(tiny_settings, live_app.service, ("admin",))
+
+
+@pytest.mark.parametrize("parts", [("api", "ui"), ("ui",)])
+def test_an_app_that_owns_its_service_closes_it_on_shutdown(tiny_settings, tiny_artefacts, parts):
+    from fastapi.testclient import TestClient
+
+    from app.commands import build_service
+    from app.server import create_app
+
+    owned, borrowed = build_service(tiny_settings, tiny_artefacts), build_service(tiny_settings, tiny_artefacts)
+    for service, owns in ((owned, True), (borrowed, False)):
+        with TestClient(create_app(tiny_settings, service, parts, owns_service=owns)) as client:
+            assert client.get("/health").status_code == 200 and service.engine.health()
+    assert not owned.engine.health(), "ilmrec serve's app closes the LLM engine (an in-process vLLM's processes)"
+    assert borrowed.engine.health(), "an app given a service it does not own leaves it open"

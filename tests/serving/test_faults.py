@@ -233,6 +233,7 @@ def test_sigterm_finishes_the_in_flight_streamed_turn(saved_system):
         assert not reader.is_alive()
         # uvicorn re-raises the signal once it has shut down gracefully, so the exit reads as by SIGTERM
         assert process.wait(60) in (0, -signal.SIGTERM)
+        assert b"engine closed" in process.stdout.read(), "the service is closed after the graceful shutdown"
     finally:
         if process.poll() is None:
             process.kill()
