@@ -17,7 +17,11 @@ each movie is mentioned or recommended, smoothed towards rating popularity, and,
 often each movie came up beside the folded-in ones) learned from dialogues the scored
 turns are not in: on the report split, the whole tune split; on the tune split, cross-fitted (its dialogues
 halved with seed `TUNE_SEED`; each half's turns get the prior of the other half, so a prior from half as many
-dialogues as the report split gets).
+dialogues as the report split gets). With `--folds K`, on either split, every dialogue of the test-dev file
+(with or without a recommendation turn) is dealt into K folds (seed `TUNE_SEED`, `cross_fit`) and each scored
+turn's prior is learned from all dialogues of the other K - 1 folds, tune and report dialogues alike, never
+from its own dialogue: closer to serving with all the logs one has. The scored turns are the same; fusion
+weights are still chosen on the tune split alone.
 
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
 form the *tune* split, on which fusion weights may be chosen; the rest is the *report* split, the only one
@@ -108,15 +112,26 @@ def split_dialogues(dialogue_ids: Sequence[str]) -> tuple[set[str], set[str]]:
     return tune, set(ids) - tune
 
 
-def prior_folds(dialogue_ids: set[str], split: str, tune: set[str]) -> dict[str, set[str]]:
-    """For each scored dialogue id, the dialogues its conversation prior is learned from (see the module doc)."""
-    if split == "report":
-        return {d: tune for d in dialogue_ids}
+def cross_fit(dialogue_ids: set[str], k: int) -> dict[str, set[str]]:
+    """Each id -> every id outside its fold: the ids, sorted and shuffled with seed `TUNE_SEED`, cut into `k`
+    folds at positions i * n // k (i = 0..k)."""
     ids = sorted(dialogue_ids)
     order = np.random.default_rng(TUNE_SEED).permutation(len(ids))
-    first = {ids[i] for i in order[: len(ids) // 2]}
-    second = set(ids) - first
-    return {d: second if d in first else first for d in ids}
+    cuts = [i * len(ids) // k for i in range(k + 1)]
+    folds = [{ids[j] for j in order[start:end]} for start, end in zip(cuts, cuts[1:])]
+    return {d: training for fold in folds for training in [set(ids) - fold] for d in fold}
+
+
+def prior_folds(dialogue_ids: set[str], split: str, tune: set[str], everything: set[str] | None = None,
+                k: int | None = None) -> dict[str, set[str]]:
+    """For each scored dialogue id, the dialogues its conversation prior is learned from (see the module doc):
+    with `k`, the other `k` - 1 folds of `everything` (all dialogues of the file); without, on the report split
+    the tune split, on the tune split the other half of it."""
+    if k is not None:
+        return {d: training for d, training in cross_fit(everything, k).items() if d in dialogue_ids}
+    if split == "report":
+        return {d: tune for d in dialogue_ids}
+    return cross_fit(dialogue_ids, 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads (1 is fastest when shared)")
     parser.add_argument("--baselines", action="store_true", help="also the harness's popularity and retrieval")
+    parser.add_argument("--folds", type=int, help="learn each scored turn's conversation prior from the other "
+                        "K - 1 of K folds (by dialogue) of the whole test-dev file instead (see the module doc)")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--out-stem", help="result file name without suffix (default dialogue_ranking_<split>)")
     args = parser.parse_args(argv)
@@ -200,8 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     turns = [t for t in dataset.turns if t.targets]
     tune, report = split_dialogues([t.dialogue_id for t in turns])
     wanted = tune if args.split == "tune" else report
-    folds = prior_folds(wanted, args.split, tune)
     items_of = dialogue_items(dataset)
+    folds = prior_folds(wanted, args.split, tune, set(items_of), args.folds)
     prior_arrays: dict[tuple[frozenset[str], float], CatalogueArrays] = {}
 
     def arrays_for(dialogue_id: str, strength: float) -> CatalogueArrays:

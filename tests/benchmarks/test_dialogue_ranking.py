@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.dialogue_ranking import prior_folds, split_dialogues
+from benchmarks.dialogue_ranking import cross_fit, prior_folds, split_dialogues
 
 
 def test_splits_are_disjoint_and_seeded():
@@ -21,3 +21,18 @@ def test_report_turns_learn_from_the_tune_split_and_tune_turns_from_the_other_ha
     assert len(halves) == 2 and frozenset().union(*halves) == tune
     for dialogue, fold in folds.items():
         assert dialogue not in fold
+
+
+def test_k_fold_cross_fitting_learns_from_the_other_folds_of_every_dialogue():
+    everything = {f"d{i}" for i in range(23)}
+    folds = cross_fit(everything, 5)
+    assert set(folds) == everything
+    held_out = {frozenset(everything - training) for training in folds.values()}
+    assert sorted(len(f) for f in held_out) == [4, 4, 5, 5, 5]  # cuts at i * 23 // 5
+    assert frozenset().union(*held_out) == everything
+    for dialogue, training in folds.items():
+        assert dialogue not in training and len(training) >= 18
+    tune, report = split_dialogues(sorted(everything))
+    scored = prior_folds(report, "report", tune, everything, 5)
+    assert scored == {d: folds[d] for d in report}
+
