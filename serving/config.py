@@ -37,9 +37,27 @@ class RankingConfig(BaseModel):
     )
     co_mention_weight: float = Field(
         1.0, ge=0.0, description="Weight of the standardised log(1 + co-mentions) of the liked movies in the "
-        "fused score, when the service has logged dialogues: how often people named each movie in the same "
-        "dialogue as the ones this person likes. On the ReDial tune split (cross-fitted) 1 raised Recall@10 from "
-        "0.112 to 0.124; 2 and 4 tied (benchmarks/results/dialogue_ranking_prior_boosts_tune.md)."
+        "fused score, when the service has logged dialogues: how often each movie was recommended in a dialogue "
+        "in which one this person likes came up. On the ReDial tune split (cross-fitted) 1 raised Recall@10 from "
+        "0.112 to 0.124; 2 and 4 tied (benchmarks/results/dialogue_ranking_prior_boosts_tune.md). Counting what "
+        "was recommended beside a movie rather than what came up beside it: tune split (10 folds) Recall@10 "
+        "0.150 -> 0.160, 0.5 and 2 no better (benchmarks/results/dialogue_ranking_beside_cues_tune.md)."
+    )
+    cue_weight: float = Field(
+        0.0, ge=0.0, description="Weight of the standardised word cues of the user's recent messages in the fused "
+        "score, when the ranking has word cues from logged dialogues: how much likelier those words were in "
+        "logged dialogues that recommended each movie (`serving.conversation_prior.WordCues.scores`). 0 (off): "
+        "on the ReDial tune split (10 folds) 0.25 with cue_smoothing 3 and cue_turns 1 raised Recall@10 0.160 "
+        "-> 0.163 and Recall@1 0.037 -> 0.041, 0.5 and more lowered Recall@10; on the report split it lowered "
+        "Recall@10 0.167 -> 0.158 (benchmarks/results/dialogue_ranking_beside_cues_{tune,report}.md)."
+    )
+    cue_smoothing: float = Field(
+        3.0, gt=0.0, description="Pseudo-dialogues a movie's word rates are smoothed towards all dialogues' with "
+        "(`WordCues.scores`' mu): the fewer dialogues recommended a movie, the less its words count."
+    )
+    cue_turns: int = Field(
+        1, ge=1, le=3, description="How many of the latest user messages the word cues read (1 beat 2 and 3 on "
+        "the ReDial tune split)."
     )
     prior_strength: float = Field(
         50.0, gt=0.0, description="Pseudo-dialogues of rating popularity the conversation prior is smoothed with "
