@@ -93,6 +93,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"prior4+co1+recency{h}": {**PRIOR, "co_mention_weight": 1.0, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
     **{f"cf-only+asst1+pop0.25+recency{h}": {**BEST, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
     "prior4+co1+symmetric": {**PRIOR, "co_mention_weight": 1.0, "symmetric": True},
+    **{f"prior4+co1+{name}": {**PRIOR, "co_mention_weight": 1.0, **change} for name, change in (
+        ("asst0.5", {"recommended_weight": 0.5}), ("asst2", {"recommended_weight": 2.0}),
+        ("neutral0", {"neutral_weight": 0.0}), ("neutral1", {"neutral_weight": 1.0}),
+        ("disliked0", {"disliked_weight": 0.0}), ("div0", {"diversity": 0.0}), ("div0.003", {"diversity": 0.003}),
+        ("div0.01", {"diversity": 0.01}), ("inc0", {"include_boost": 0.0}),
+        ("mood0", {"mood_boost": 0.0}), ("prior2", {"prior_weight": 2.0}), ("prior6", {"prior_weight": 6.0}))},
     "prior4+co1+cue0.25+mu3.0+turns1+symmetric": {**PRIOR, "co_mention_weight": 1.0, "cue_weight": 0.25,
                                                   "cue_smoothing": 3.0, "cue_turns": 1, "symmetric": True},
     "prior-only+a50": {"text": False, "cf_weight": 0.0, "popularity_weight": 0.0, "prior_weight": 1.0,
