@@ -49,7 +49,9 @@ class RankingConfig(BaseModel):
         "logged dialogues that recommended each movie (`serving.conversation_prior.WordCues.scores`). 0 (off): "
         "on the ReDial tune split (10 folds) 0.25 with cue_smoothing 3 and cue_turns 1 raised Recall@10 0.160 "
         "-> 0.163 and Recall@1 0.037 -> 0.041, 0.5 and more lowered Recall@10; on the report split it lowered "
-        "Recall@10 0.167 -> 0.158 (benchmarks/results/dialogue_ranking_beside_cues_{tune,report}.md)."
+        "Recall@10 0.167 -> 0.158 (benchmarks/results/dialogue_ranking_beside_cues_{tune,report}.md). With "
+        "diversity 0.003, tune 0.165 -> 0.172 (0.25, mu 3) and 0.175 (0.5, mu 1), report 0.187 -> 0.181 and 0.175 "
+        "(dialogue_ranking_beside_div0.003_cues_tune.md, dialogue_ranking_beside_div0003_cues_report.md)."
     )
     cue_smoothing: float = Field(
         3.0, gt=0.0, description="Pseudo-dialogues a movie's word rates are smoothed towards all dialogues' with "
