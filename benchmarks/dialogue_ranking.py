@@ -17,7 +17,11 @@ each movie is mentioned or recommended, smoothed towards rating popularity, and,
 often each movie came up beside the folded-in ones) learned from dialogues the scored
 turns are not in: on the report split, the whole tune split; on the tune split, cross-fitted (its dialogues
 halved with seed `TUNE_SEED`; each half's turns get the prior of the other half, so a prior from half as many
-dialogues as the report split gets).
+dialogues as the report split gets). With `--folds K`, on either split, every dialogue of the test-dev file
+(with or without a recommendation turn) is dealt into K folds (seed `TUNE_SEED`, `cross_fit`) and each scored
+turn's prior is learned from all dialogues of the other K - 1 folds, tune and report dialogues alike, never
+from its own dialogue: closer to serving with all the logs one has. The scored turns are the same; fusion
+weights are still chosen on the tune split alone.
 
 Tuning protocol: ReDial test-dev dialogue ids are shuffled with seed `TUNE_SEED`; the first `TUNE_SHARE`
 form the *tune* split, on which fusion weights may be chosen; the rest is the *report* split, the only one
@@ -52,7 +56,9 @@ PRIOR = {"text": False, "recommended_weight": 1.0, "popularity_weight": 0.0, "pr
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # name: RankingConfig overrides; "text": False leaves the ITC text scores out; "llm": the re-rank's weight,
-    # "calibrated": its LLM score minus the title's prior
+    # "calibrated": its LLM score minus the title's prior; "half_life": rating popularity (the popularity term and
+    # the prior's base) is `recency_weighted_counts` of all MovieLens ratings with this half-life in years;
+    # "symmetric": co-mentions count the movies that came up together, not what was recommended beside each
     "cf-only": {"text": False, "popularity_weight": 0.0},
     "cf-only+asst0.5": {"text": False, "recommended_weight": 0.5, "popularity_weight": 0.0},
     "cf-only+pop0.25": {"text": False, "popularity_weight": 0.25},
@@ -79,6 +85,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
         ("co1", {"co_mention_weight": 1.0}), ("co2", {"co_mention_weight": 2.0}), ("co4", {"co_mention_weight": 4.0}),
         ("co1+cf0", {"co_mention_weight": 1.0, "cf_weight": 0.0}), ("inc0+mood0+div0", {"include_boost": 0.0, "mood_boost": 0.0,
                                                                     "diversity": 0.0}))},
+    **{f"prior4+co1+cue{w}+mu{mu}": {**PRIOR, "co_mention_weight": 1.0, "cue_weight": w, "cue_smoothing": mu}
+       for w in (0.25, 0.5, 1.0, 2.0, 4.0) for mu in (1.0, 3.0, 10.0, 100.0)},
+    **{f"prior4+co1+cue{w}+mu{mu}+turns{n}": {**PRIOR, "co_mention_weight": 1.0, "cue_weight": w,
+                                              "cue_smoothing": mu, "cue_turns": n}
+       for w in (0.25, 0.5, 0.75, 1.0) for mu in (1.0, 3.0, 10.0) for n in (1, 2)},
+    **{f"prior4+co1+recency{h}": {**PRIOR, "co_mention_weight": 1.0, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
+    **{f"cf-only+asst1+pop0.25+recency{h}": {**BEST, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
+    "prior4+co1+symmetric": {**PRIOR, "co_mention_weight": 1.0, "symmetric": True},
+    **{f"prior4+co1+{name}": {**PRIOR, "co_mention_weight": 1.0, **change} for name, change in (
+        ("asst0.5", {"recommended_weight": 0.5}), ("asst2", {"recommended_weight": 2.0}),
+        ("neutral0", {"neutral_weight": 0.0}), ("neutral1", {"neutral_weight": 1.0}),
+        ("disliked0", {"disliked_weight": 0.0}), ("div0", {"diversity": 0.0}), ("div0.003", {"diversity": 0.003}),
+        ("div0.01", {"diversity": 0.01}), ("inc0", {"include_boost": 0.0}),
+        ("mood0", {"mood_boost": 0.0}), ("prior2", {"prior_weight": 2.0}), ("prior6", {"prior_weight": 6.0}))},
+    "prior4+co1+cue0.25+mu3.0+turns1+symmetric": {**PRIOR, "co_mention_weight": 1.0, "cue_weight": 0.25,
+                                                  "cue_smoothing": 3.0, "cue_turns": 1, "symmetric": True},
     "prior-only+a50": {"text": False, "cf_weight": 0.0, "popularity_weight": 0.0, "prior_weight": 1.0,
                        "prior_strength": 50.0, "co_mention_weight": 0.0, "prior": True},
     **{f"cf-only+asst1+pop0.25+prior{w}+a50": {**BEST, "prior_weight": w, "prior_strength": 50.0,
@@ -108,15 +130,43 @@ def split_dialogues(dialogue_ids: Sequence[str]) -> tuple[set[str], set[str]]:
     return tune, set(ids) - tune
 
 
-def prior_folds(dialogue_ids: set[str], split: str, tune: set[str]) -> dict[str, set[str]]:
-    """For each scored dialogue id, the dialogues its conversation prior is learned from (see the module doc)."""
-    if split == "report":
-        return {d: tune for d in dialogue_ids}
+def recency_weighted_counts(rows: np.ndarray, timestamps: np.ndarray, n_items: int,
+                            half_life: float) -> np.ndarray:
+    """`[n_items]` rating counts in which a rating `half_life` (in the timestamps' unit) older than the newest
+    counts half, rating popularity that favours what people watched lately:
+
+        b_i = sum over the ratings (r, t) with r = i of 2^(-(t_max - t) / h),    h = `half_life`
+
+    `rows` `[n_ratings]` catalogue rows, `timestamps` `[n_ratings]`."""
+    if half_life <= 0:
+        raise ValueError(f"half_life must be > 0, got {half_life}")
+    timestamps = np.asarray(timestamps, dtype=np.float64)
+    if not len(timestamps):
+        return np.zeros(n_items)
+    weights = np.exp2(-(timestamps.max() - timestamps) / half_life)
+    return np.bincount(np.asarray(rows, np.int64), weights=weights, minlength=n_items).astype(np.float64)
+
+
+def cross_fit(dialogue_ids: set[str], k: int) -> dict[str, set[str]]:
+    """Each id -> every id outside its fold: the ids, sorted and shuffled with seed `TUNE_SEED`, cut into `k`
+    folds at positions i * n // k (i = 0..k)."""
     ids = sorted(dialogue_ids)
     order = np.random.default_rng(TUNE_SEED).permutation(len(ids))
-    first = {ids[i] for i in order[: len(ids) // 2]}
-    second = set(ids) - first
-    return {d: second if d in first else first for d in ids}
+    cuts = [i * len(ids) // k for i in range(k + 1)]
+    folds = [{ids[j] for j in order[start:end]} for start, end in zip(cuts, cuts[1:])]
+    return {d: training for fold in folds for training in [set(ids) - fold] for d in fold}
+
+
+def prior_folds(dialogue_ids: set[str], split: str, tune: set[str], everything: set[str] | None = None,
+                k: int | None = None) -> dict[str, set[str]]:
+    """For each scored dialogue id, the dialogues its conversation prior is learned from (see the module doc):
+    with `k`, the other `k` - 1 folds of `everything` (all dialogues of the file); without, on the report split
+    the tune split, on the tune split the other half of it."""
+    if k is not None:
+        return {d: training for d, training in cross_fit(everything, k).items() if d in dialogue_ids}
+    if split == "report":
+        return {d: tune for d in dialogue_ids}
+    return cross_fit(dialogue_ids, 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,12 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variants", help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads (1 is fastest when shared)")
     parser.add_argument("--baselines", action="store_true", help="also the harness's popularity and retrieval")
+    parser.add_argument("--folds", type=int, help="learn each scored turn's conversation prior from the other "
+                        "K - 1 of K folds (by dialogue) of the whole test-dev file instead (see the module doc)")
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--out-stem", help="result file name without suffix (default dialogue_ranking_<split>)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
 
-    from app.conversation_logs import dialogue_items
+    from app.conversation_logs import dialogue_items, dialogue_requests
     from app.evaluation.importers import import_crs, popularity_counts
     from app.evaluation.replay import run_evaluation
     from app.evaluation.systems import System, SystemContext, SystemOutput
@@ -141,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from retrieval.data import load_movielens
     from retrieval.recommender import TwoTowerRecommender
     from serving.config import RankingConfig
-    from serving.conversation_prior import dialogue_statistics, smoothed_log_prior
+    from serving.conversation_prior import dialogue_statistics, smoothed_log_prior, word_cues
     from serving.dialogue import CatalogueArrays, candidates, read_history
     from serving.linking import TitleLinker
     from serving.llm_rerank import LLM_ONLY, fuse
@@ -200,24 +252,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     turns = [t for t in dataset.turns if t.targets]
     tune, report = split_dialogues([t.dialogue_id for t in turns])
     wanted = tune if args.split == "tune" else report
-    folds = prior_folds(wanted, args.split, tune)
     items_of = dialogue_items(dataset)
-    prior_arrays: dict[tuple[frozenset[str], float], CatalogueArrays] = {}
+    requests_of = dialogue_requests(dataset)
+    folds = prior_folds(wanted, args.split, tune, set(items_of), args.folds)
+    prior_arrays: dict[tuple[frozenset[str], float, float | None, bool], CatalogueArrays] = {}
+    rated = data.ratings[data.ratings["item_id"].isin(catalogue.ids)]
 
-    def arrays_for(dialogue_id: str, strength: float) -> CatalogueArrays:
-        """The catalogue arrays with the conversation prior learned from this dialogue's prior fold."""
-        key = (frozenset(folds[dialogue_id]), strength)
+    def popularity_for(half_life: float | None) -> np.ndarray:
+        """The recommender's rating popularity, or with `half_life` (years) `recency_weighted_counts` of all
+        MovieLens ratings."""
+        if half_life is None:
+            return popularity
+        return recency_weighted_counts(catalogue.rows(rated["item_id"].to_numpy()), rated["timestamp"].to_numpy(),
+                                       len(catalogue), half_life * 365.25 * 24 * 3600.0)
+
+    def arrays_for(dialogue_id: str, strength: float, half_life: float | None, symmetric: bool) -> CatalogueArrays:
+        """The catalogue arrays with `popularity_for(half_life)` and the conversation prior learned from this
+        dialogue's prior fold, smoothed towards that popularity; co-mentions count what was recommended beside
+        each movie, as `app.conversation_logs` counts them, or (`symmetric`) the movies that came up together."""
+        key = (frozenset(folds[dialogue_id]), strength, half_life, symmetric)
         if key not in prior_arrays:
-            stats = dialogue_statistics((items_of[d] for d in key[0] if d in items_of), catalogue)
+            logged = sorted(d for d in key[0] if d in items_of)
+            stats = dialogue_statistics((items_of[d] for d in logged), catalogue,
+                                        None if symmetric else [requests_of[d][1] for d in logged])
+            cues = word_cues((requests_of[d] for d in key[0] if d in requests_of), catalogue)
+            base = popularity_for(half_life)
             prior_arrays[key] = CatalogueArrays.build(
-                catalogue, popularity, smoothed_log_prior(stats.counts, popularity, strength), stats.co_mentions)
+                catalogue, base, smoothed_log_prior(stats.counts, base, strength), stats.co_mentions, cues)
         return prior_arrays[key]
     turns = [t for t in turns if t.dialogue_id in wanted]
     if args.limit is not None and args.limit < len(turns):
         chosen = np.sort(np.random.default_rng(0).choice(len(turns), args.limit, replace=False))
         turns = [turns[i] for i in chosen]
 
-    plain_arrays = CatalogueArrays.build(catalogue, popularity)
+    plain_arrays = {h: CatalogueArrays.build(catalogue, popularity_for(h))
+                    for h in {VARIANTS[n].get("half_life") for n in names}}
 
     class RankingSystem(System):
         """`ChatService.rank` over `ChatService.read_history`, without the service's LLM and store."""
@@ -229,16 +298,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             self.llm = LLM_ONLY if llm == "only" else llm
             self.calibrated = overrides.get("calibrated", False)
             self.prior = overrides.get("prior", False)
-            self.ranking = RankingConfig(**{k: v for k, v in overrides.items()
-                                            if k not in ("text", "llm", "calibrated", "prior")})
+            self.half_life = overrides.get("half_life")
+            self.symmetric = overrides.get("symmetric", False)
+            self.ranking = RankingConfig(**{k: v for k, v in overrides.items() if k not in
+                                            ("text", "llm", "calibrated", "prior", "half_life", "symmetric")})
 
         def recommend(self, context: SystemContext, k: int) -> SystemOutput:
             state = read_history(((m["role"], m["content"]) for m in context.chat_messages()), linker, catalogue)
             text_scores = None
             if self.text and state.user_texts:
                 text_scores = scorer.scores(" ".join(state.user_texts[-self.ranking.text_turns :]))
-            arrays = (arrays_for(context.dialogue_id, self.ranking.prior_strength) if self.prior
-                      else plain_arrays)
+            arrays = plain_arrays[self.half_life]
+            if self.prior:
+                arrays = arrays_for(context.dialogue_id, self.ranking.prior_strength, self.half_life, self.symmetric)
             ids = candidates(state, recommender, catalogue, k, config=self.ranking, text_scores=text_scores,
                              arrays=arrays)
             if self.llm is not None and state.liked and len(ids) > 1:

@@ -37,9 +37,29 @@ class RankingConfig(BaseModel):
     )
     co_mention_weight: float = Field(
         1.0, ge=0.0, description="Weight of the standardised log(1 + co-mentions) of the liked movies in the "
-        "fused score, when the service has logged dialogues: how often people named each movie in the same "
-        "dialogue as the ones this person likes. On the ReDial tune split (cross-fitted) 1 raised Recall@10 from "
-        "0.112 to 0.124; 2 and 4 tied (benchmarks/results/dialogue_ranking_prior_boosts_tune.md)."
+        "fused score, when the service has logged dialogues: how often each movie was recommended in a dialogue "
+        "in which one this person likes came up. On the ReDial tune split (cross-fitted) 1 raised Recall@10 from "
+        "0.112 to 0.124; 2 and 4 tied (benchmarks/results/dialogue_ranking_prior_boosts_tune.md). Counting what "
+        "was recommended beside a movie rather than what came up beside it: tune split (10 folds) Recall@10 "
+        "0.150 -> 0.160, 0.5 and 2 no better (benchmarks/results/dialogue_ranking_beside_cues_tune.md)."
+    )
+    cue_weight: float = Field(
+        0.0, ge=0.0, description="Weight of the standardised word cues of the user's recent messages in the fused "
+        "score, when the ranking has word cues from logged dialogues: how much likelier those words were in "
+        "logged dialogues that recommended each movie (`serving.conversation_prior.WordCues.scores`). 0 (off): "
+        "on the ReDial tune split (10 folds) 0.25 with cue_smoothing 3 and cue_turns 1 raised Recall@10 0.160 "
+        "-> 0.163 and Recall@1 0.037 -> 0.041, 0.5 and more lowered Recall@10; on the report split it lowered "
+        "Recall@10 0.167 -> 0.158 (benchmarks/results/dialogue_ranking_beside_cues_{tune,report}.md). With "
+        "diversity 0.003, tune 0.165 -> 0.172 (0.25, mu 3) and 0.175 (0.5, mu 1), report 0.187 -> 0.181 and 0.175 "
+        "(dialogue_ranking_beside_div0.003_cues_tune.md, dialogue_ranking_beside_div0003_cues_report.md)."
+    )
+    cue_smoothing: float = Field(
+        3.0, gt=0.0, description="Pseudo-dialogues a movie's word rates are smoothed towards all dialogues' with "
+        "(`WordCues.scores`' mu): the fewer dialogues recommended a movie, the less its words count."
+    )
+    cue_turns: int = Field(
+        1, ge=1, le=3, description="How many of the latest user messages the word cues read (1 beat 2 and 3 on "
+        "the ReDial tune split)."
     )
     prior_strength: float = Field(
         50.0, gt=0.0, description="Pseudo-dialogues of rating popularity the conversation prior is smoothed with "
@@ -68,10 +88,12 @@ class RankingConfig(BaseModel):
         0.3, ge=0.0, description="Added for a genre the mood prefers, subtracted for one it pushes away."
     )
     diversity: float = Field(
-        0.03, ge=0.0, description="Cold start only: penalty per unit of genre overlap (Jaccard) with earlier picks "
-        "(on a base score of 1 - rank / n_allowed). 0.03 keeps cold-start picks spread over genres; on the ReDial "
-        "tune split with the conversation prior, 0.3 gave Recall@10 0.099, 0.03 0.112 and none 0.122 "
-        "(benchmarks/results/dialogue_ranking_prior_boosts_tune.md).",
+        0.003, ge=0.0, description="Without liked items (cold start): penalty per unit of genre overlap (Jaccard) "
+        "with earlier picks (on a base score of 1 - rank / n_allowed; 0.003 is ~27 of ML-latest-small's 9,742 "
+        "ranks). 0.003 still spreads cold-start picks over genres; less costs recall: on the ReDial tune split "
+        "(10 folds, prior and co-mentions) none gave Recall@10 0.168, 0.003 0.165, 0.01 0.162 and 0.03 0.160 "
+        "(benchmarks/results/dialogue_ranking_beside_diversity_tune.md); on the report split 0.198, 0.187, 0.178 "
+        "and 0.167 (dialogue_ranking_beside_diversity_report.md).",
     )
 
 

@@ -47,7 +47,7 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
 from retrieval.recommender import Recommender
 from serving.config import RankingConfig
-from serving.conversation_prior import CoMentions
+from serving.conversation_prior import SparseCounts, WordCues, cue_words
 from serving.linking import Mention, TitleLinker, normalise, tokenise
 
 STATE_VERSION = 2
@@ -535,8 +535,11 @@ class CatalogueArrays:
     prior_z: np.ndarray | None
     """`[n_items]` z(log p) of the conversation prior (`serving.conversation_prior.smoothed_log_prior`), the
     prior term of `fused_scores`; None without one."""
-    co_mentions: CoMentions | None
-    """How often two movies came up in one logged dialogue (the co-mention term of `fused_scores`), or None."""
+    co_mentions: SparseCounts | None
+    """How often a movie was recommended (or came up) in a logged dialogue beside another (the co-mention term of
+    `fused_scores`), or None."""
+    word_cues: WordCues | None
+    """Which movies logged dialogues recommended after which words (the cue term of `fused_scores`), or None."""
     years: np.ndarray
     """`[n_items]` float64 release years, NaN where unknown."""
     genre_names: tuple[str, ...]
@@ -554,11 +557,12 @@ class CatalogueArrays:
         catalogue: Catalogue,
         popularity: np.ndarray | Sequence[float] | None = None,
         log_prior: np.ndarray | None = None,
-        co_mentions: CoMentions | None = None,
+        co_mentions: SparseCounts | None = None,
+        word_cues: WordCues | None = None,
     ) -> CatalogueArrays:
         """`popularity` `[n_items]` (e.g. rating counts); `log_prior` `[n_items]` finite log-probabilities of
-        what conversations ask for and `co_mentions` over the catalogue's rows (`serving.conversation_prior`),
-        or None."""
+        what conversations ask for, `co_mentions` and `word_cues` over the catalogue's rows
+        (`serving.conversation_prior`), or None."""
         n = len(catalogue)
         popularity = np.zeros(n) if popularity is None else np.asarray(popularity, dtype=np.float64)
         if popularity.shape != (n,):
@@ -577,6 +581,7 @@ class CatalogueArrays:
             by_popularity=np.argsort(-(popularity if log_prior is None else log_prior), kind="stable"),
             popularity_z=_standardise(np.log1p(np.maximum(popularity, 0.0))),
             prior_z=None if log_prior is None else _standardise(log_prior), co_mentions=co_mentions,
+            word_cues=word_cues,
             years=np.array([np.nan if m.year is None else m.year for m in catalogue], dtype=np.float64),
             genre_names=names, genres=genres, genre_words=_bit_words(genres),
             _id_order=np.argsort(catalogue.ids, kind="stable"),
@@ -679,16 +684,18 @@ def fused_scores(
     text_scores: np.ndarray | None = None,
     exclude: set[int] | frozenset[int] = frozenset(),
 ) -> np.ndarray | None:
-    """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items and text scores:
+    """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items, text scores and cues:
 
         s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
-            + prior_weight * z(log p_prior) + co_mention_weight * z(log(1 + co))
+            + prior_weight * z(log p_prior) + co_mention_weight * z(log(1 + co)) + cue_weight * z(cue)
 
     cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
     Popularity is `arrays.popularity`; the prior term is there only when `arrays` has a conversation prior.
-    co = sum over the folded-in items j with positive weight w_j of w_j * (dialogues in which j and the movie
-    both came up), from `arrays.co_mentions`, when it has them.
+    co = sum over the folded-in items j with positive weight w_j of w_j * co_mentions[j, movie] (dialogues in
+    which j came up and the movie was recommended, or both came up), from `arrays.co_mentions`, when it has
+    them. cue = `arrays.word_cues.scores` of the words of the last `cue_turns` of `state.user_texts` (smoothing
+    `cue_smoothing`), when it has them and one of the words is known.
     """
     catalogue = arrays.catalogue
     total = np.zeros(len(catalogue))
@@ -714,6 +721,12 @@ def fused_scores(
                              f"got {np.shape(text_scores)}")
         total += config.text_weight * _standardise(np.asarray(text_scores, dtype=np.float64))
         used = True
+    if config.cue_weight and arrays.word_cues is not None:
+        cues = arrays.word_cues.scores(cue_words(" ".join(state.user_texts[-config.cue_turns :])),
+                                       config.cue_smoothing)
+        if cues is not None:
+            total += config.cue_weight * _standardise(cues)
+            used = True
     if not used:
         return None
     if config.popularity_weight:

@@ -243,8 +243,8 @@ def test_disliked_items_push_away(linker, catalogue, recommender, ids_by_title):
 def test_cold_start_is_popular_and_diverse(catalogue, recommender):
     popularity = np.zeros(len(catalogue))
     popularity[:5] = [100, 99, 98, 97, 96]  # five animated family films lead the charts
-    # the penalty is on a base score of 1 - rank / n: the default 0.03 is ~270 ranks of ML-latest-small's 9,742
-    # movies but about one rank of these 40, so 0.3 stands in for it here
+    # the penalty is on a base score of 1 - rank / n: the default 0.003 is ~27 ranks of ML-latest-small's 9,742
+    # movies but a tenth of a rank of these 40, so 0.3 stands in for it here
     assert RankingConfig().diversity > 0
     picks = candidates(DialogueState(), recommender, catalogue, 5, popularity=popularity,
                        config=RankingConfig(diversity=0.3))

@@ -10,14 +10,14 @@ from retrieval.catalogue import Catalogue, Movie
 from retrieval.errors import UnknownItemError
 from retrieval.recommender import PopularityRecommender
 from serving.config import RankingConfig
-from serving.conversation_prior import dialogue_statistics, smoothed_log_prior
+from serving.conversation_prior import dialogue_statistics, smoothed_log_prior, word_cues
 from serving.dialogue import MOOD_GENRES, CatalogueArrays, DialogueState, candidates, passes_constraints
 
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Thriller", "Animation", "Children", "(no genres listed)")
 
 
 def reference_candidates(state, recommender, catalogue, k, popularity, config, text_scores, log_prior=None,
-                         dialogues=None):
+                         dialogues=None, requests=None):
     """The per-item implementation `candidates` had before it was vectorised (brute force, Python loops)."""
     popularity = np.zeros(len(catalogue)) if popularity is None else np.asarray(popularity, dtype=np.float64)
     seen = (set(state.mentioned) | set(state.recommended) | set(state.liked) | set(state.disliked)
@@ -26,7 +26,7 @@ def reference_candidates(state, recommender, catalogue, k, popularity, config, t
     by_popularity = [int(catalogue.ids[r]) for r in np.argsort(-order_by, kind="stable")]
     pool: list[int] = []
     fused = reference_fused(state, recommender, catalogue, popularity, config, text_scores, seen, log_prior,
-                            dialogues)
+                            dialogues, requests)
     if fused is not None:
         order = np.lexsort((np.arange(len(fused)), -fused))
         pool = [i for i in (int(catalogue.ids[r]) for r in order) if i not in seen][: config.pool]
@@ -54,7 +54,7 @@ def reference_candidates(state, recommender, catalogue, k, popularity, config, t
 
 
 def reference_fused(state, recommender, catalogue, popularity, config, text_scores, exclude, log_prior=None,
-                    dialogues=None):
+                    dialogues=None, requests=None):
     def z(values):
         finite = np.isfinite(values)
         out = np.zeros_like(values, dtype=np.float64)
@@ -90,6 +90,22 @@ def reference_fused(state, recommender, catalogue, popularity, config, text_scor
     if text_scores is not None:
         total += config.text_weight * z(np.asarray(text_scores, dtype=np.float64))
         used = True
+    if requests is not None and config.cue_weight:
+        said = [(set(" ".join(texts).lower().split()), set(items) & set(catalogue.ids.tolist()))
+                for texts, items in requests]
+        said = [(words, items) for words, items in said if items]
+        recent = " ".join(state.user_texts[-config.cue_turns :]).lower().split()
+        known = {w for w in recent if any(w in words for words, _ in said)}
+        if known:
+            cue, mu = np.zeros(len(catalogue)), config.cue_smoothing
+            for word in sorted(known):
+                p_w = sum(word in words for words, _ in said) / len(said)
+                for r, item in enumerate(catalogue.ids):
+                    n_wi = sum(word in words and item in items for words, items in said)
+                    c_i = sum(item in items for _, items in said)
+                    cue[r] += np.log((n_wi + mu * p_w) / (c_i + mu) / p_w)
+            total += config.cue_weight * z(cue)
+            used = True
     if not used:
         return None
     if config.popularity_weight:
@@ -197,6 +213,24 @@ def test_candidates_with_a_conversation_prior_equal_the_reference(catalogue, rec
         assert candidates(state, recommender, catalogue, k, config=config, text_scores=text, arrays=arrays) == \
             reference_candidates(state, recommender, catalogue, k, popularity, config, text, log_prior,
                                  dialogues), state
+
+
+def test_candidates_with_word_cues_equal_the_reference(catalogue, recommender):
+    rng = np.random.default_rng(5)
+    vocabulary = ["scary", "funny", "kids", "superhero", "the", "please"]
+    for _ in range(100):
+        state, popularity, config, text, k = random_case(rng, catalogue)
+        state = state.model_copy(update={"user_texts": [" ".join(rng.choice(vocabulary, size=rng.integers(0, 4)))
+                                                        for _ in range(int(rng.integers(0, 3)))]})
+        config = config.model_copy(update={"cue_weight": float(rng.choice([0.0, 1.0, 4.0])),
+                                           "cue_smoothing": float(rng.choice([1.0, 10.0])),
+                                           "cue_turns": int(rng.integers(1, 4))})
+        requests = [([" ".join(rng.choice(vocabulary, size=rng.integers(1, 4)))],
+                     [int(i) for i in rng.choice(catalogue.ids, size=rng.integers(0, 3), replace=False)])
+                    for _ in range(int(rng.integers(0, 12)))]
+        arrays = CatalogueArrays.build(catalogue, popularity, word_cues=word_cues(requests, catalogue))
+        assert candidates(state, recommender, catalogue, k, config=config, text_scores=text, arrays=arrays) == \
+            reference_candidates(state, recommender, catalogue, k, popularity, config, text, requests=requests), state
 
 
 def test_cold_start_follows_the_conversation_prior(catalogue, recommender):
