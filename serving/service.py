@@ -158,7 +158,8 @@ class ChatService:
             base = np.zeros(len(catalogue)) if self.popularity is None else self.popularity
             log_prior = smoothed_log_prior(conversation.counts, base, self.config.ranking.prior_strength)
         self.arrays = CatalogueArrays.build(catalogue, self.popularity, log_prior,
-                                            None if conversation is None else conversation.co_mentions)
+                                            None if conversation is None else conversation.co_mentions,
+                                            None if conversation is None else conversation.word_cues)
         if soft_tokens.hidden_size != engine.hidden_size:
             raise ConfigurationError(
                 f"the soft-token table is {soft_tokens.hidden_size} wide but the LLM's hidden size is "

@@ -310,3 +310,24 @@ def test_movies_named_beside_a_liked_one_in_logged_dialogues_come_first(catalogu
     assert turn.recommendations[0].item_id == memento
     plain = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config)
     assert plain.chat(None, [user("I loved Toy Story")]).recommendations[0].item_id != memento
+
+
+def test_word_cues_from_logged_dialogues_reach_the_ranking_when_switched_on(catalogue, recommender, soft_table,
+                                                                            engine):
+    from serving.config import RankingConfig, ServingConfig
+    from serving.conversation_prior import word_cues
+    from serving.session_store import InMemorySessionStore
+
+    zodiac = 19
+    logged = dialogue_statistics([[1]] * 3, catalogue)
+    conversation = type(logged)(logged.counts, logged.co_mentions,
+                                word_cues([(["anything with gyllenhaal in it"], [zodiac])] * 3
+                                          + [(["a fun family movie"], [1])] * 3, catalogue))
+
+    def first_pick(weight: float) -> int:
+        config = ServingConfig(reply_max_tokens=4, ranking=RankingConfig(prior_weight=0.0, cue_weight=weight))
+        service = ChatService(catalogue, recommender, soft_table, engine, InMemorySessionStore(), config,
+                              conversation=conversation)
+        return service.chat(None, [user("something with Gyllenhaal")]).recommendations[0].item_id
+
+    assert first_pick(10.0) == zodiac and first_pick(0.0) != zodiac
