@@ -93,6 +93,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     **{f"prior4+co1+recency{h}": {**PRIOR, "co_mention_weight": 1.0, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
     **{f"cf-only+asst1+pop0.25+recency{h}": {**BEST, "half_life": h} for h in (1.0, 3.0, 10.0, 1e9)},
     "prior4+co1+symmetric": {**PRIOR, "co_mention_weight": 1.0, "symmetric": True},
+    **{f"prior4+co1+support{s}": {**PRIOR, "co_mention_weight": 1.0, "cf_support": s} for s in (2.0, 5.0, 20.0)},
+    **{f"cf-only+asst1+pop0.25+support{s}": {**BEST, "cf_support": s} for s in (2.0, 5.0, 20.0)},
     **{f"prior4+co1+{name}": {**PRIOR, "co_mention_weight": 1.0, **change} for name, change in (
         ("asst0.5", {"recommended_weight": 0.5}), ("asst2", {"recommended_weight": 2.0}),
         ("neutral0", {"neutral_weight": 0.0}), ("neutral1", {"neutral_weight": 1.0}),

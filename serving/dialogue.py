@@ -686,10 +686,11 @@ def fused_scores(
 ) -> np.ndarray | None:
     """`[n_items]` (catalogue rows) fused retrieval scores, or None without liked items, text scores and cues:
 
-        s = cf_weight * z(cf) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
+        s = cf_weight * z(cf) n / (n + cf_support) + text_weight * z(text) + popularity_weight * z(log(1 + popularity))
             + prior_weight * z(log p_prior) + co_mention_weight * z(log(1 + co)) + cue_weight * z(cue)
 
-    cf = the recommender's scores for the session vector of `fold_in_history`; z() standardises over the catalogue (the
+    cf = the recommender's scores for the session vector of `fold_in_history`, n = popularity (the shrinkage only
+    with `cf_support` > 0 and popularity known); z() standardises over the catalogue (the
     `exclude`d movies, which the recommender does not score, take the lowest z). A missing term is left out.
     Popularity is `arrays.popularity`; the prior term is there only when `arrays` has a conversation prior.
     co = sum over the folded-in items j with positive weight w_j of w_j * co_mentions[j, movie] (dialogues in
@@ -707,7 +708,10 @@ def fused_scores(
             ids, values = recommender.recommend(items, k=n, exclude=sorted(exclude), weights=weights)
             cf = np.full(len(catalogue), np.nan)
             cf[arrays.rows(ids)] = values
-            total += config.cf_weight * _standardise(cf)
+            cf_z = _standardise(cf)
+            if config.cf_support and arrays.popularity.any():
+                cf_z *= arrays.popularity / (arrays.popularity + config.cf_support)
+            total += config.cf_weight * cf_z
             used = True
         if config.co_mention_weight and arrays.co_mentions is not None:
             positive = [(i, w) for i, w in zip(items, weights) if w > 0 and i in catalogue]

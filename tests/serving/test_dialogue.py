@@ -413,7 +413,7 @@ def test_fused_scores_add_standardised_terms(linker, catalogue, recommender):
     state = read(["I loved Toy Story"], linker, catalogue)
     text = np.linspace(0.0, 1.0, len(catalogue))
     popularity = np.arange(len(catalogue), dtype=np.float64)
-    config = RankingConfig(cf_weight=2.0, text_weight=0.5, popularity_weight=0.25)
+    config = RankingConfig(cf_weight=2.0, text_weight=0.5, popularity_weight=0.25, cf_support=5.0)
     arrays = CatalogueArrays.build(catalogue, popularity)
     fused = fused_scores(state, recommender, arrays, config, text)
 
@@ -426,8 +426,11 @@ def test_fused_scores_add_standardised_terms(linker, catalogue, recommender):
     finite = ~np.isnan(cf)
     cf_z[finite] = z(cf[finite])
     cf_z[~finite] = cf_z[finite].min()
-    expected = 2.0 * cf_z + 0.5 * z(text) + 0.25 * z(np.log1p(popularity))
+    support = popularity / (popularity + 5.0)  # the CF term of a movie rated n times shrinks by n / (n + 5)
+    expected = 2.0 * cf_z * support + 0.5 * z(text) + 0.25 * z(np.log1p(popularity))
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
+    unshrunk = fused_scores(state, recommender, arrays, config.model_copy(update={"cf_support": 0.0}), text)
+    np.testing.assert_allclose(unshrunk, 2.0 * cf_z + 0.5 * z(text) + 0.25 * z(np.log1p(popularity)), atol=1e-4)
     assert fused_scores(DialogueState(), recommender, arrays, config) is None
     with pytest.raises(ValueError, match="one value per catalogue row"):
         fused_scores(state, recommender, arrays, config, text[:-1])

@@ -75,7 +75,10 @@ def reference_fused(state, recommender, catalogue, popularity, config, text_scor
             cf = np.full(len(catalogue), np.nan)
             for item, value in zip(ids, values):
                 cf[catalogue.row(int(item))] = value
-            total += config.cf_weight * z(cf)
+            support = np.ones(len(catalogue))
+            if config.cf_support and popularity is not None and np.any(popularity):
+                support = np.array([n / (n + config.cf_support) for n in popularity])
+            total += config.cf_weight * z(cf) * support
             used = True
         if dialogues is not None and config.co_mention_weight:
             together = np.zeros(len(catalogue))
