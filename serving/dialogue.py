@@ -448,7 +448,7 @@ def genre_statements(text: str) -> list[tuple[tuple[str, ...], GenreKind]]:
             kind = "optional"
         elif (cue := _only_cue(words, clauses, start)) is not None:
             kind = "optional" if cue else "only"
-        elif _only_after(words, end):
+        elif _only_after(words, clauses, start, end):
             kind = "only"
         else:
             for phrase_start, phrase in phrase_starts:
@@ -976,11 +976,15 @@ def _only_cue(words: list[str], clauses: list[int], start: int) -> bool | None:
     return None
 
 
-def _only_after(words: list[str], end: int) -> bool:
-    """Whether an "only" cue follows the genre set ending at `end` ("comedies only", "comedy movies only")."""
+def _only_after(words: list[str], clauses: list[int], start: int, end: int) -> bool:
+    """Whether an "only" cue follows the genre set `words[start:end]` in its clause ("comedies only", "comedy
+    movies only"); a negated set is never "only" ("no sci-fi, only from the 80s", "no horror only 90s")."""
+    if _negated(words, clauses, start, NEGATION_WINDOW_GENRE):
+        return False
     while end < len(words) and words[end] in ONLY_TAIL:
         end += 1
-    return any(tuple(words[end : end + len(cue)]) == cue for cue in ONLY_AFTER)
+    return end < len(words) and clauses[end] == clauses[start] and any(
+        tuple(words[end : end + len(cue)]) == cue for cue in ONLY_AFTER)
 
 
 def _relaxed(words: list[str], clauses: list[int], start: int) -> bool:

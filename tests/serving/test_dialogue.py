@@ -99,6 +99,21 @@ def test_genre_constraints(linker, catalogue, text, include, exclude):
 
 
 @pytest.mark.parametrize(
+    ("text", "exclude", "years"),
+    [
+        ("no sci-fi, only from the 80s", ["Sci-Fi"], (1980, 1989)),
+        ("no horror. only from the 80s", ["Horror"], (1980, 1989)),
+        ("I want no comedies, only something from the 2000s", ["Comedy"], (2000, 2009)),
+        ("no crime only 90s movies please", ["Crime"], (1990, 1999)),
+    ],
+)
+def test_an_only_after_a_ruled_out_genre_is_about_what_follows(linker, catalogue, text, exclude, years):
+    state = read([text], linker, catalogue)
+    assert (state.only_genres, state.include_genres, state.exclude_genres) == ([], [], exclude)
+    assert (state.year_min, state.year_max) == years
+
+
+@pytest.mark.parametrize(
     ("text", "only", "include"),
     [
         ("only comedies", [["Comedy"]], ["Comedy"]),
