@@ -12,7 +12,8 @@ What the clause says, the first that applies:
 3. a wish changed in this turn (tone, genres, genres ruled out, years): "For darker crime movies released
    1990-1999,", the whole wish as it now stands;
 4. movies liked earlier: "Since you liked A and B," (the last two);
-5. nothing known yet: "To start you off,".
+5. a wish from earlier: "For darker crime movies,";
+6. nothing known yet: "To start you off," in the first turn, "For a few more ideas," later ("thanks!").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from serving.dialogue import DialogueState, year_range_text
 from serving.linking import title_names
 
 COLD_START = "To start you off,"
+MORE_IDEAS = "For a few more ideas,"
 GENRE_WORDS = {"Children": "children's", "Film-Noir": "film noir", "Sci-Fi": "sci-fi", "IMAX": "IMAX"}
 """MovieLens genres as a sentence says them (the rest: lower case)."""
 MAX_NAMED = 2
@@ -43,7 +45,9 @@ def opening(before: DialogueState, after: DialogueState, catalogue: Catalogue) -
         return f"For {wish},"
     if after.liked:
         return f"Since you liked {_names(after.liked[-MAX_NAMED:], catalogue)},"
-    return COLD_START
+    if wish:
+        return f"For {wish},"
+    return COLD_START if before.turn == 0 else MORE_IDEAS
 
 
 def wish_phrase(state: DialogueState) -> str:

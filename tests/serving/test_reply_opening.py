@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from serving.dialogue import DialogueState
-from serving.reply_opening import COLD_START, join_words, opening, wish_phrase
+from serving.reply_opening import COLD_START, MORE_IDEAS, join_words, opening, wish_phrase
 
 
 @pytest.fixture
@@ -36,8 +36,11 @@ def test_an_unchanged_wish_falls_back_to_the_last_two_liked_then_cold_start(cata
     assert opening(DialogueState(), DialogueState(), catalogue) == COLD_START
     neutral = DialogueState(neutral=[ids["Heat"]], seen=[ids["Heat"]])
     assert opening(DialogueState(), neutral, catalogue) == COLD_START
-    cleared = DialogueState(include_genres=["Comedy"])
-    assert opening(cleared, DialogueState(), catalogue) == COLD_START, "a wish taken back leaves nothing to say"
+    cleared = DialogueState(turn=1, include_genres=["Comedy"])
+    assert opening(cleared, DialogueState(turn=2), catalogue) == MORE_IDEAS, "a wish taken back leaves nothing"
+    nineties = DialogueState(turn=1, year_min=1990, year_max=1999)
+    thanks = nineties.model_copy(update={"turn": 2})
+    assert opening(nineties, thanks, catalogue) == "For movies released 1990-1999,", "the wish still stands"
 
 
 @pytest.mark.parametrize(
