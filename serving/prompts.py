@@ -1,6 +1,6 @@
 """The LLM prompt as an embeddings tensor: chat-template text with each candidate's soft tokens spliced in.
 
-The chat template (system prompt, one worked example turn, then the user's message with the picks, then the
+The chat template (system prompt, two worked example turns, then the user's message with the picks, then the
 reply's opening clause from `serving.reply_opening`, which the LLM continues) is rendered as text with one
 placeholder per candidate; the text pieces are embedded with `engine.embed_tokens` and each placeholder
 becomes that item's K soft tokens from the ILM table,
